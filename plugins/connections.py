@@ -1,0 +1,28 @@
+"""Endpoints the DAGs use, read from Airflow Connections (AIRFLOW_CONN_* env works too)."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+from airflow.sdk import BaseHook
+
+POSTGRES = "llmops_postgres"
+MLFLOW = "llmops_mlflow"
+TRITON = "llmops_triton"
+LAKEFS = "llmops_lakefs"
+
+
+def postgres_dsn(conn_id: str = POSTGRES) -> str:
+    conn = BaseHook.get_connection(conn_id)
+    auth = quote(conn.login or "", safe="")
+    if conn.password:
+        auth += ":" + quote(conn.password, safe="")
+    return f"postgresql://{auth}@{conn.host}:{conn.port or 5432}/{conn.schema}"
+
+
+def http_url(conn_id: str) -> str:
+    """Base URL of an HTTP service connection; `schema` carries http/https."""
+    conn = BaseHook.get_connection(conn_id)
+    scheme = conn.schema or "http"
+    port = f":{conn.port}" if conn.port else ""
+    return f"{scheme}://{conn.host}{port}"

@@ -1,0 +1,93 @@
+"""A small client of Airflow's REST API v2: token, unpause, trigger with conf, poll to a final state.
+
+It is what the README shows people doing with curl, used by the main job and the tests.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from stack import airflow
+from stack.config import StackConfig
+
+FINAL_STATES = {"success", "failed"}
+
+
+class AirflowClient:
+    def __init__(self, base_url: str, username: str, password: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        token = httpx.post(f"{self.base_url}/auth/token", json={"username": username, "password": password}, timeout=30)
+        token.raise_for_status()
+        self._http = httpx.Client(
+            base_url=f"{self.base_url}/api/v2",
+            headers={"Authorization": f"Bearer {token.json()['access_token']}"},
+            timeout=30,
+        )
+
+    @classmethod
+    def for_stack(cls, cfg: StackConfig) -> AirflowClient:
+        return cls(airflow.api_url(cfg), airflow.ADMIN_USER, airflow.admin_password(cfg))
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self._http.request(method, path, **kwargs)
+        if response.status_code >= 400:
+            raise RuntimeError(f"{method} {path} -> {response.status_code}: {response.text[:500]}")
+        return response.json()
+
+    def wait_for_dag(self, dag_id: str, timeout: float = 120) -> None:
+        """A new DAG file is visible to the API only after the dag-processor has parsed it."""
+        deadline = time.monotonic() + timeout
+        while self._http.get(f"/dags/{dag_id}").status_code == 404:
+            errors = self._call("GET", "/importErrors")["import_errors"]
+            broken = [e for e in errors if e["filename"].removesuffix(".py") == dag_id]
+            if broken:
+                raise RuntimeError(f"DAG {dag_id} failed to import:\n{broken[0]['stack_trace']}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"DAG {dag_id} not parsed within {timeout:.0f}s; import errors: {errors}")
+            time.sleep(2)
+
+    def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+        run = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
+        return run["dag_run_id"]
+
+    def run_state(self, dag_id: str, run_id: str) -> str:
+        return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
+
+    def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        instances = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["state"] for ti in instances}
+
+    def wait(self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str], None] | None = None) -> str:
+        """Poll until the run is final; report each task's state change as it happens."""
+        deadline = time.monotonic() + timeout
+        seen: dict[str, str | None] = {}
+        while True:
+            states = self.task_states(dag_id, run_id)
+            for task_id, state in sorted(states.items()):
+                if progress and seen.get(task_id) != state and state is not None:
+                    progress(f"  {dag_id}.{task_id}: {state}")
+            seen = states
+            state = self.run_state(dag_id, run_id)
+            if state in FINAL_STATES:
+                return state
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{dag_id} run {run_id} still {state} after {timeout:.0f}s; task states: {states}")
+            time.sleep(2)
+
+    def run_dag(
+        self, dag_id: str, conf: dict[str, Any] | None = None, timeout: float = 900,
+        progress: Callable[[str], None] | None = None,
+    ) -> str:
+        self.wait_for_dag(dag_id)
+        run_id = self.trigger(dag_id, conf)
+        if progress:
+            progress(f"triggered {dag_id} run {run_id}")
+        state = self.wait(dag_id, run_id, timeout, progress)
+        if progress:
+            progress(f"{dag_id} run {run_id}: {state}")
+        return state
