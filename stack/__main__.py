@@ -1,4 +1,4 @@
-"""python -m stack up|down|status|logs|run-dag: the embedded single-machine stack, on 127.0.0.1 only."""
+"""python -m stack up|down|status|logs|run-dag|main-job: the embedded single-machine stack, on 127.0.0.1 only."""
 
 from __future__ import annotations
 
@@ -83,16 +83,21 @@ def main(argv: list[str] | None = None) -> int:
     logs_cmd.add_argument("component", choices=[c.name for c in COMPONENTS])
     logs_cmd.add_argument("-n", "--lines", type=int, default=50)
     logs_cmd.add_argument("-f", "--follow", action="store_true")
+    commands.add_parser("main-job", help="bring the stack up and run the platform's DAGs end to end")
     run_cmd = commands.add_parser("run-dag", help="trigger a DAG through the REST API and wait for it to finish")
     run_cmd.add_argument("dag_id")
     run_cmd.add_argument("--conf", default="{}", help="JSON object passed as the run's conf")
     run_cmd.add_argument("--timeout", type=float, default=900, help="seconds to wait for the run")
     args = parser.parse_args(argv)
 
-    cfg = StackConfig.from_env() if args.command == "up" else StackConfig.load()
+    cfg = StackConfig.from_env() if args.command in ("up", "main-job") else StackConfig.load()
     try:
         if args.command == "up":
             up(cfg)
+        elif args.command == "main-job":
+            from stack.main_job import run
+
+            return run(cfg, up)
         elif args.command == "down":
             down(cfg)
         elif args.command == "status":

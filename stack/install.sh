@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Create .venv with Python 3.11 and install requirements.txt into it; a no-op when nothing changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON="${PYTHON:-python3.11}"
+if ! command -v "$PYTHON" >/dev/null; then
+  echo "error: $PYTHON not found. Install Python 3.11 with venv (Debian/Ubuntu: apt-get install python3.11 python3.11-venv) or set PYTHON=/path/to/python3.11" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv with $("$PYTHON" --version)"
+  "$PYTHON" -m venv .venv
+fi
+stamp=.venv/.requirements.sha256
+wanted="$(sha256sum requirements.txt | cut -d' ' -f1)"
+if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+  echo "==> installing requirements.txt into .venv (first time: ~5 min)"
+  started=$SECONDS
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)"; then :; else
+    echo "error: a CUDA build of torch got into .venv; requirements.txt must keep torch==2.13.0 (CPU)" >&2
+    exit 1
+  fi
+  echo "$wanted" > "$stamp"
+  echo "==> installed in $((SECONDS - started))s; .venv is $(du -sh .venv | cut -f1)"
+fi
