@@ -5,7 +5,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, task
 
 from plugins.conf_guard import check_conf
-from plugins.connections import MLFLOW, TRITON, http_url, postgres_dsn
+from plugins.connections import MLFLOW, TRITON, http_url, lakefs_endpoint, postgres_dsn
 from plugins.dag_defaults import DEFAULT_ARGS
 from plugins.launchers.step import Resources
 from plugins.step_operator import StepOperator
@@ -34,13 +34,17 @@ def platform_smoke():
     def mlflow_run(params: dict | None = None) -> str:
         return service_checks.log_mlflow_smoke_run(http_url(MLFLOW), params["mlflow_experiment"])
 
+    @task
+    def lakefs_publish(dag_run=None) -> str:
+        return service_checks.check_lakefs(lakefs_endpoint(), dag_run.dag_id, dag_run.run_id)
+
     launcher_step = StepOperator(
         task_id="launcher_step",
         module="tasks.common.distributed_probe",
         resources=Resources(cpu="1", memory="1Gi", processes_per_node=2),
     )
 
-    check_conf() >> [pgvector_query(), triton_ready(), mlflow_run(), launcher_step]
+    check_conf() >> [pgvector_query(), lakefs_publish(), triton_ready(), mlflow_run(), launcher_step]
 
 
 platform_smoke()

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from typing import TYPE_CHECKING
+
 from airflow.sdk import BaseHook
+
+if TYPE_CHECKING:
+    from tasks.common.versioned_data import LakeFSEndpoint
 
 POSTGRES = "llmops_postgres"
 MLFLOW = "llmops_mlflow"
@@ -26,3 +31,11 @@ def http_url(conn_id: str) -> str:
     scheme = conn.schema or "http"
     port = f":{conn.port}" if conn.port else ""
     return f"{scheme}://{conn.host}{port}"
+
+
+def lakefs_endpoint(conn_id: str = LAKEFS) -> LakeFSEndpoint:
+    """login/password of the connection are lakeFS's access key id / secret access key."""
+    from tasks.common.versioned_data import LakeFSEndpoint  # the lakefs SDK is too heavy for DAG parsing
+
+    conn = BaseHook.get_connection(conn_id)
+    return LakeFSEndpoint(http_url(conn_id), conn.login or "", conn.password or "")

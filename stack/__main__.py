@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     ports = ", ".join(f"{k} (default {v})" for k, v in DEFAULT_PORTS.items())
     parser = argparse.ArgumentParser(
         prog="python -m stack",
-        description="Start, stop and inspect the embedded LLMOps stack: PostgreSQL+pgvector, MLflow, Triton and "
+        description="Start, stop and inspect the embedded LLMOps stack: PostgreSQL+pgvector, the lakeFS emulator, "
+        "MLflow, Triton and "
         "Airflow (api-server, scheduler, dag-processor, triggerer), all on 127.0.0.1.",
         epilog=f"State, logs and PIDs live under LLMOPS_STACK_HOME (default .stack/). Ports: {ports}.",
     )

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from stack import postgres, triton
+from stack import lakefs, postgres, triton
 from stack.config import HOST, REPO_ROOT, StackConfig
 
 ADMIN_USER = "admin"
@@ -58,7 +58,7 @@ def connections(cfg: StackConfig) -> dict[str, str]:
         },
         "LLMOPS_MLFLOW": http(cfg.mlflow_port),
         "LLMOPS_TRITON": http(cfg.triton_http_port),
-        "LLMOPS_LAKEFS": {**http(cfg.lakefs_port), "login": "", "password": ""},
+        "LLMOPS_LAKEFS": dict(zip(("login", "password"), lakefs.credentials(cfg)), **http(cfg.lakefs_port)),
     }
     return {f"AIRFLOW_CONN_{name}": json.dumps(value) for name, value in conns.items()}
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from stack import airflow, postgres, triton
+from stack import airflow, lakefs, postgres, triton
 from stack.config import HOST, StackConfig
 from stack.process import pid_alive, read_pid, require_free_port, start_detached, stop_pid, wait_until
 
@@ -107,6 +107,14 @@ COMPONENTS: tuple[Component, ...] = (
         url=lambda cfg: f"postgresql://{HOST}:{cfg.postgres_port} (databases: {', '.join(postgres.DATABASES)})",
         healthy=postgres.healthy,
         prepare=postgres.initialise,
+        startup_timeout=60,
+    ),
+    Component(
+        name="lakefs",
+        port_settings=("LLMOPS_LAKEFS_PORT",),
+        url=lakefs.url,
+        healthy=lambda cfg: _http_ok(lakefs.url(cfg) + "/api/v1/healthcheck", expect=204),
+        argv=lakefs.argv,
         startup_timeout=60,
     ),
     Component(

@@ -27,6 +27,12 @@ def healthy(url: str) -> bool:
         return response.status == 204
 
 
+def emulator_argv(data_dir: Path, port: int, access_key_id: str, secret_access_key: str,
+                  host: str = "127.0.0.1") -> list[str]:
+    return [sys.executable, "-m", "stack.lakefs_emulator", "--host", host, "--port", str(port),
+            "--data-dir", str(data_dir), "--access-key-id", access_key_id, "--secret-access-key", secret_access_key]
+
+
 def start_emulator(
     data_dir: Path,
     port: int,
@@ -39,9 +45,7 @@ def start_emulator(
 ) -> EmulatorProcess:
     """Start `python -m stack.lakefs_emulator` and return once its healthcheck answers."""
     log_file = run_dir / "lakefs-emulator.log"
-    argv = [sys.executable, "-m", "stack.lakefs_emulator", "--host", host, "--port", str(port),
-            "--data-dir", str(data_dir), "--access-key-id", access_key_id,
-            "--secret-access-key", secret_access_key]
+    argv = emulator_argv(data_dir, port, access_key_id, secret_access_key, host)
     repo_root = Path(__file__).resolve().parents[2]
     pid = start_detached(argv, pid_file=run_dir / "lakefs-emulator.pid", log_file=log_file, cwd=repo_root)
     url = f"http://{host}:{port}"

@@ -1,4 +1,4 @@
-"""Prove each platform service answers a real request; used by the platform_smoke DAG and `stack status`-style checks.
+"""Prove each platform service answers a real request; the platform_smoke DAG calls these.
 
 Run as a step: `python -m tasks.common.service_checks {pgvector,triton,mlflow} --url ...`.
 """
@@ -9,6 +9,10 @@ import argparse
 import json
 import sys
 import urllib.request
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tasks.common.versioned_data import LakeFSEndpoint
 
 
 def check_pgvector(dsn: str) -> float:
@@ -50,6 +54,22 @@ def log_mlflow_smoke_run(tracking_uri: str, experiment: str = "platform_smoke") 
     if stored.data.metrics.get("answer") != 42.0:
         raise RuntimeError(f"MLflow at {tracking_uri} did not return the logged metric for run {run.info.run_id}")
     return run.info.run_id
+
+
+def check_lakefs(endpoint: LakeFSEndpoint, dag_id: str, run_id: str, repo: str = "platform-smoke") -> str:
+    """Write-audit-publish one object through the lakefs SDK; returns the commit on main that holds it."""
+    from tasks.common.versioned_data import Lineage, VersionedRepo
+
+    versioned = VersionedRepo(endpoint, repo)
+    versioned.ensure(storage_namespace=f"local://{repo}")
+    branch = versioned.open_run_branch(dag_id, run_id)
+    versioned.put_object(branch, "smoke/run.txt", f"{dag_id} {run_id}\n".encode())
+    lineage = Lineage(dag_id=dag_id, run_id=run_id, task_id="lakefs_publish", counts={"objects": 1})
+    versioned.commit(branch, f"smoke object for {run_id}", lineage)
+    merged = versioned.publish(branch, validate=lambda commit_id: [], lineage=lineage)
+    if versioned.get_object(merged, "smoke/run.txt") != f"{dag_id} {run_id}\n".encode():
+        raise RuntimeError(f"lakeFS repository {repo!r}: smoke/run.txt at {merged} does not hold what was written")
+    return merged
 
 
 def _safe(dsn: str) -> str:

@@ -15,10 +15,6 @@ ACCESS_KEY = "AKIAEMULATORTEST"
 SECRET_KEY = "emulator-test-secret"
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: takes longer than ~10 s")
-
-
 @pytest.fixture(scope="module")
 def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmulatorProcess]:
     root = tmp_path_factory.mktemp("lakefs-emulator")
