@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.request
 from collections.abc import Callable
@@ -123,6 +124,8 @@ COMPONENTS: tuple[Component, ...] = (
         url=mlflow_url,
         healthy=lambda cfg: _http_ok(mlflow_url(cfg) + "/health"),
         argv=_mlflow_argv,
+        # MLflow's GenAI job runner forks seven huey consumers (~1.7 GB) we have no use for
+        env=lambda cfg: {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
         startup_timeout=120,
     ),
     Component(

@@ -1,0 +1,121 @@
+"""The real stack: up on free ports, healthy, loopback only, idempotent, REST-triggered DAG runs, clean down."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+
+import httpx
+import pytest
+
+from stack import airflow
+from stack.airflow_api import AirflowClient
+from stack.components import COMPONENTS
+from stack.process import _group_members, pid_alive
+
+from tests.stack.harness import RunningStack, stack_env
+
+pytestmark = pytest.mark.slow
+LOOPBACK = ("127.0.0.1:", "[::ffff:127.0.0.1]:", "127.0.0.1%")
+
+
+def our_pids(stack: RunningStack) -> set[int]:
+    pids: set[int] = set()
+    for component in COMPONENTS:
+        pid = component.pid(stack.cfg)
+        assert pid is not None, f"{component.name} has no live PID"
+        pids |= {pid, *_group_members(os.getpgid(pid))}
+    postmaster = next(c for c in COMPONENTS if c.name == "postgres").pid(stack.cfg)
+    pids |= {int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == postmaster}
+    return pids
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().split(")")[-1].split()[1])
+    except OSError:
+        return None
+
+
+def test_status_reports_every_component_healthy(running_stack: RunningStack):
+    result = running_stack.cli("status", "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = json.loads(result.stdout)
+    assert [row["component"] for row in rows] == [c.name for c in COMPONENTS]
+    assert {row["state"] for row in rows} == {"healthy"}
+
+
+def test_everything_listens_on_loopback_only(running_stack: RunningStack):
+    pids = our_pids(running_stack)
+    listeners = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, check=True).stdout.splitlines()
+    ours = [line for line in listeners if any(f"pid={pid}," in line for pid in pids)]
+    expected_ports = set(running_stack.cfg.port_settings().values())
+    seen_ports = {int(re.split(r"\s+", line)[3].rsplit(":", 1)[1]) for line in ours}
+    assert expected_ports <= seen_ports, f"not listening: {expected_ports - seen_ports}"
+    exposed = [line for line in ours if not re.split(r"\s+", line)[3].startswith(LOOPBACK)]
+    assert exposed == [], "listening beyond 127.0.0.1:\n" + "\n".join(exposed)
+
+
+def test_up_again_is_idempotent(running_stack: RunningStack):
+    before = {c.name: c.pid(running_stack.cfg) for c in COMPONENTS}
+    again = running_stack.cli("up")
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.count("already up") == len(COMPONENTS)
+    assert {c.name: c.pid(running_stack.cfg) for c in COMPONENTS} == before
+
+
+def test_login_is_required_and_token_works(running_stack: RunningStack):
+    base = airflow.api_url(running_stack.cfg)
+    assert httpx.get(f"{base}/api/v2/dags").status_code == 401
+    bad = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": "wrong"})
+    assert bad.status_code == 401
+
+
+def test_platform_smoke_triggered_through_rest_api_succeeds(running_stack: RunningStack):
+    client = AirflowClient.for_stack(running_stack.cfg)
+    client.wait_for_dag("platform_smoke")
+    run_id = client.trigger("platform_smoke", {"mlflow_experiment": "rest-api-test"})
+    assert client.wait("platform_smoke", run_id, timeout=600) == "success"
+    states = client.task_states("platform_smoke", run_id)
+    assert set(states) == {"check_conf", "pgvector_query", "lakefs_publish", "triton_ready", "mlflow_run",
+                           "launcher_step"}
+    assert set(states.values()) == {"success"}
+
+
+def test_unknown_conf_key_fails_the_run_naming_the_key(running_stack: RunningStack):
+    client = AirflowClient.for_stack(running_stack.cfg)
+    client.wait_for_dag("platform_smoke")
+    run_id = client.trigger("platform_smoke", {"mlflow_experiment": "x", "vocab_sise": 32000})
+    assert client.wait("platform_smoke", run_id, timeout=300) == "failed"
+    states = client.task_states("platform_smoke", run_id)
+    assert states["check_conf"] == "failed"
+    assert {s for t, s in states.items() if t != "check_conf"} == {"upstream_failed"}
+    log = client._call("GET", f"/dags/platform_smoke/dagRuns/{run_id}/taskInstances/check_conf/logs/1")
+    assert "unknown key(s) vocab_sise" in json.dumps(log)
+
+
+def test_taken_port_is_refused_with_the_setting_to_change(tmp_path):
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        env = {**stack_env(tmp_path), "LLMOPS_POSTGRES_PORT": str(port)}
+        result = subprocess.run(
+            ["python", "-W", "ignore", "-m", "stack", "up"], env=env, capture_output=True, text=True, timeout=120,
+            executable=__import__("sys").executable,
+        )
+    assert result.returncode == 2
+    assert f"postgres: port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "LLMOPS_POSTGRES_PORT" in result.stderr
+
+
+def test_down_stops_every_process_it_started(running_stack: RunningStack):
+    pids = our_pids(running_stack)
+    result = running_stack.cli("down")
+    assert result.returncode == 0, result.stderr
+    assert [pid for pid in pids if pid_alive(pid)] == []
+    assert running_stack.cli("status").returncode == 1
