@@ -16,7 +16,9 @@ wanted="$(sha256sum requirements.txt | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "==> installing requirements.txt into .venv (first time: ~5 min)"
   started=$SECONDS
-  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  # (this machine's pip config names index folders that may not exist; their warnings are noise)
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt 2>&1 \
+    | { grep -v "is ignored: it is neither a file nor a directory" || true; }
   if .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 1)"; then :; else
     echo "error: a CUDA build of torch got into .venv; requirements.txt must keep torch==2.13.0 (CPU)" >&2
     exit 1

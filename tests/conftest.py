@@ -1,10 +1,18 @@
-"""Test-wide settings: Airflow never touches ~/airflow, connections are faked through the environment."""
+"""Test-wide settings (Airflow never touches ~/airflow, connections faked through the environment) and the
+real embedded stack, brought up at most once per session on free ports in a tmp home, and torn down."""
 
 from __future__ import annotations
 
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+
+import pytest
+
+from stack.config import StackConfig
+from stack.process import pid_alive
+from tests.stack.harness import RunningStack, our_pids, stack_env
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="llmops-test-airflow-")
 os.environ.setdefault("AIRFLOW_HOME", _AIRFLOW_HOME)
@@ -17,3 +25,25 @@ for _name, _conn in {
     "LLMOPS_LAKEFS": {"conn_type": "http", "host": "127.0.0.1", "port": 1, "schema": "http"},
 }.items():
     os.environ.setdefault(f"AIRFLOW_CONN_{_name}", json.dumps(_conn))
+
+
+@pytest.fixture(scope="session")
+def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
+    env = stack_env(tmp_path_factory.mktemp("stack-home"))
+    saved = {k: os.environ.get(k) for k in env if k.startswith("LLMOPS_")}
+    os.environ.update({k: v for k, v in env.items() if k.startswith("LLMOPS_")})
+    try:
+        stack = RunningStack(StackConfig.from_env(), env)
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+    started = stack.cli("up")
+    pids: set[int] = set()
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        pids = our_pids(stack)
+        yield stack
+    finally:
+        stopped = stack.cli("down")
+    assert stopped.returncode == 0, stopped.stderr
+    assert [pid for pid in pids if pid_alive(pid)] == [], "`stack down` left processes of ours running"

@@ -75,6 +75,10 @@ class LakeFSEndpoint:
             raise VersionedDataError(f"lakeFS endpoint not configured: set {', '.join(missing)}")
         return cls(env[ENV_URL].rstrip("/"), env[ENV_KEY], env[ENV_SECRET])
 
+    def to_env(self) -> dict[str, str]:
+        """The LAKECTL_* variables from_env() reads, to hand this endpoint to a step's process or pod."""
+        return {ENV_URL: self.url, ENV_KEY: self.access_key_id, ENV_SECRET: self.secret_access_key}
+
     def client(self) -> lakefs.Client:
         return lakefs.Client(host=self.url, username=self.access_key_id, password=self.secret_access_key)
 

@@ -8,8 +8,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from stack.components import COMPONENTS
 from stack.config import DEFAULT_PORTS, StackConfig
-from stack.process import free_port
+from stack.process import _group_members, free_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -31,3 +32,20 @@ def stack_env(home: Path) -> dict[str, str]:
     return {**os.environ, "LLMOPS_STACK_HOME": str(home), **ports}
 
 
+def our_pids(stack: RunningStack) -> set[int]:
+    pids: set[int] = set()
+    for component in COMPONENTS:
+        pid = component.pid(stack.cfg)
+        assert pid is not None, f"{component.name} has no live PID"
+        pids |= {pid, *_group_members(os.getpgid(pid))}
+    postmaster = next(c for c in COMPONENTS if c.name == "postgres").pid(stack.cfg)
+    pids |= {int(p) for p in os.listdir("/proc") if p.isdigit() and _parent(int(p)) == postmaster}
+    return pids
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().split(")")[-1].split()[1])
+    except OSError:
+        return None
