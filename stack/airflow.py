@@ -58,7 +58,7 @@ def connections(cfg: StackConfig) -> dict[str, str]:
         },
         "LLMOPS_MLFLOW": http(cfg.mlflow_port),
         "LLMOPS_TRITON": http(cfg.triton_http_port),
-        "LLMOPS_LAKEFS": dict(zip(("login", "password"), lakefs.credentials(cfg)), **http(cfg.lakefs_port)),
+        "LLMOPS_LAKEFS": dict(zip(("login", "password"), lakefs.credentials(cfg), strict=False), **http(cfg.lakefs_port)),
     }
     return {f"AIRFLOW_CONN_{name}": json.dumps(value) for name, value in conns.items()}
 

@@ -16,7 +16,6 @@ import pytest
 from stack import airflow
 from stack.airflow_api import AirflowClient
 from stack.components import COMPONENTS
-
 from tests.stack.harness import RunningStack, our_pids, stack_env
 
 pytestmark = pytest.mark.slow
