@@ -41,7 +41,7 @@ def platform_smoke():
     launcher_step = StepOperator(
         task_id="launcher_step",
         module="tasks.common.distributed_probe",
-        resources=Resources(cpu="1", memory="1Gi", processes_per_node=2),
+        step_resources=Resources(cpu="1", memory="1Gi", processes_per_node=2),
     )
 
     check_conf() >> [pgvector_query(), lakefs_publish(), triton_ready(), mlflow_run(), launcher_step]

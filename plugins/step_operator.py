@@ -25,7 +25,7 @@ class StepOperator(BaseOperator):
         *,
         module: str,
         args: Sequence[str] = (),
-        resources: Resources | None = None,
+        step_resources: Resources | None = None,
         image: str | None = None,
         env: dict[str, str] | None = None,
         launcher: str | None = None,
@@ -35,7 +35,7 @@ class StepOperator(BaseOperator):
         super().__init__(**kwargs)
         self.module = module
         self.args = list(args)
-        self.step_resources = resources or Resources()
+        self.step_resources = step_resources or Resources()
         self.image = image
         self.env = dict(env or {})
         self.launcher_name = launcher

@@ -2,24 +2,51 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from collections.abc import Callable
 
-from stack import airflow
+from stack import airflow, lakefs
 from stack.airflow_api import AirflowClient
 from stack.components import mlflow_url
-from stack.config import StackConfig
+from stack.config import REPO_ROOT, StackConfig
+
+CORPUS_REPO = "corpus"
+
+
+def land_sample_corpus(cfg: StackConfig) -> None:
+    """Raw documents land on lakeFS main before curation, as an upstream system would put them there."""
+    out = cfg.home / "sample-corpus"
+    key, secret = lakefs.credentials(cfg)
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LAKECTL_SERVER_ENDPOINT_URL": lakefs.url(cfg),
+           "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": key, "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret}
+    for argv in (
+        ["-m", "tasks.curation.sample_corpus", "--out", str(out)],
+        ["-m", "tasks.curation.steps", "land", "--repo", CORPUS_REPO, "--source-dir", str(out), "--prefix", "raw/"],
+    ):
+        subprocess.run([sys.executable, "-W", "ignore", *argv], env=env, cwd=REPO_ROOT, check=True)
+
 
 # Grows with every pipeline: curate -> pretrain -> fine-tune -> build & deploy -> reindex -> answer -> monitor.
-PIPELINE: tuple[tuple[str, dict], ...] = (("platform_smoke", {}),)
+# (dag_id, conf, what to do before triggering it)
+PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None], ...] = (
+    ("platform_smoke", {}, None),
+    ("curate_corpus", {"repo": CORPUS_REPO}, land_sample_corpus),
+)
 
 
-def run(cfg: StackConfig, up) -> int:
+def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
     began = time.monotonic()
     print("==> bringing the embedded stack up", flush=True)
     up(cfg)
     client = AirflowClient.for_stack(cfg)
     results = []
-    for dag_id, conf in PIPELINE:
+    for dag_id, conf, before in PIPELINE:
+        if before is not None:
+            print(f"==> preparing {dag_id}: {before.__doc__.splitlines()[0]}", flush=True)
+            before(cfg)
         print(f"==> running {dag_id}", flush=True)
         state = client.run_dag(dag_id, conf, progress=lambda line: print(line, flush=True))
         results.append((dag_id, state))
@@ -31,5 +58,6 @@ def run(cfg: StackConfig, up) -> int:
         print(f"  {dag_id:<24} {state}")
     print(f"Airflow UI   {airflow.api_url(cfg)}  (login: {airflow.ADMIN_USER} / {airflow.admin_password(cfg)})")
     print(f"MLflow       {mlflow_url(cfg)}")
+    print(f"lakeFS       {lakefs.url(cfg)}/api/v1  (curated corpus: lakefs://{CORPUS_REPO}/main/curated/)")
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")
     return 0 if all(state == "success" for _, state in results) else 1

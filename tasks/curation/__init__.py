@@ -1,0 +1,1 @@
+"""Data curation: raw documents -> records -> stages (normalise, filter, redact, dedupe) -> curated JSONL."""

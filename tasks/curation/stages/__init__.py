@@ -1,0 +1,1 @@
+"""One module per curation stage; each implements `tasks.curation.stage.Stage`."""
