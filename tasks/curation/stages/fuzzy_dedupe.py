@@ -2,7 +2,8 @@
 word shingles with an earlier kept record reaches `threshold` is dropped, naming that record.
 
 LSH only proposes candidates; each is confirmed with the MinHash Jaccard estimate so the threshold is a
-real bound rather than the banding's S-curve. State lives in this process: one instance must see every
+real bound rather than the banding's S-curve. That confirmation is what lets the banding lean hard towards
+recall (`false_negative_weight`): extra candidates cost a comparison, never a wrong drop. State lives in this process: one instance must see every
 shard (see `tasks.curation.pipeline.global_stages`).
 """
 
@@ -25,10 +26,13 @@ class FuzzyDedupeConfig:
     shingle_words: int = 3
     threshold: float = 0.8
     seed: int = 1
+    false_negative_weight: float = 0.9
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0 < self.false_negative_weight < 1:
+            raise ConfigError(f"false_negative_weight must be in (0, 1), got {self.false_negative_weight}")
         if self.shingle_words < 1 or self.num_perm < 16:
             raise ConfigError(f"need shingle_words >= 1 and num_perm >= 16, got {self.shingle_words}, {self.num_perm}")
 
@@ -46,11 +50,16 @@ class FuzzyDedupe(Stage[FuzzyDedupeConfig]):
 
     def __init__(self, config: FuzzyDedupeConfig) -> None:
         super().__init__(config)
-        self.lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm)
+        weights = (1 - config.false_negative_weight, config.false_negative_weight)
+        self.lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, weights=weights)
         self.signatures: dict[str, MinHash] = {}
+        # datasketch draws the permutations anew for every MinHash; draw them once (same seed, same values).
+        template = MinHash(num_perm=config.num_perm, seed=config.seed)
+        self.permutations, self.scheme = template.permutations, template.scheme
 
     def signature(self, text: str) -> MinHash:
-        minhash = MinHash(num_perm=self.config.num_perm, seed=self.config.seed)
+        minhash = MinHash(num_perm=self.config.num_perm, seed=self.config.seed, permutations=self.permutations,
+                          scheme=self.scheme)
         minhash.update_batch(sorted(shingles(text, self.config.shingle_words)))
         return minhash
 
