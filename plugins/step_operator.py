@@ -15,7 +15,7 @@ from plugins.launchers.step import Resources, Step
 class StepOperator(BaseOperator):
     """Runs `python -m <module> <args>` through the configured launcher (local | kubernetes).
 
-    `lakefs=True` hands the step the lakeFS endpoint of the `llmops_lakefs` connection as LAKECTL_* env.
+    `lakefs=True` hands the step the lakeFS endpoint of the `llmops_lakefs` connection as LAKECTL_* secrets.
     """
 
     template_fields: Sequence[str] = ("args", "env")
@@ -43,18 +43,18 @@ class StepOperator(BaseOperator):
         self._launcher: Launcher | None = None
         self._describe()  # validate at parse time, so a bad step fails the DAG import, not a run
 
-    def _describe(self, env: dict[str, str] | None = None) -> Step:
+    def _describe(self, secrets: dict[str, str] | None = None) -> Step:
         extra = {"image": self.image} if self.image else {}
         return Step(
             name=self.task_id, module=self.module, args=tuple(self.args), resources=self.step_resources,
-            env={**self.env, **(env or {})}, **extra,
+            env=self.env, secrets=secrets or {}, **extra,
         )
 
     def execute(self, context: Any) -> None:
         # Endpoints are resolved at run time from Connections, never baked into the DAG file.
-        env = lakefs_endpoint().to_env() if self.lakefs else {}
+        secrets = lakefs_endpoint().to_env() if self.lakefs else {}
         self._launcher = make_launcher(self.launcher_name)
-        self._launcher.run(self._describe(env), context, self.log)
+        self._launcher.run(self._describe(secrets), context, self.log)
 
     def on_kill(self) -> None:
         if self._launcher is not None:

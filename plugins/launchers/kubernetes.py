@@ -102,7 +102,7 @@ def render_pod(step: Step, config: dict[str, Any]) -> k8s.V1Pod:
     container.image = step_image(step, config)
     container.command = pod_command(step)
     container.args = None
-    container.env = [*(container.env or []), *_env(step)]
+    container.env = [*(container.env or []), *_env(step), *_secret_env(step, config)]
     container.resources = _resources(step, config)
     container.volume_mounts = [*(container.volume_mounts or []), *_volume_mounts(config)]
     if step.resources.gpus > 0:
@@ -176,6 +176,17 @@ def _base_container(step: Step, pod: k8s.V1Pod) -> k8s.V1Container:
 
 def _env(step: Step) -> list[k8s.V1EnvVar]:
     return [k8s.V1EnvVar(name=key, value=value) for key, value in step.env.items()]
+
+
+def _secret_env(step: Step, config: dict[str, Any]) -> list[k8s.V1EnvVar]:
+    """Each secret as a reference to the same-named key of the platform's Secret; its value stays out of the spec."""
+    return [
+        k8s.V1EnvVar(
+            name=key,
+            value_from=k8s.V1EnvVarSource(secret_key_ref=k8s.V1SecretKeySelector(name=config["step_secret"], key=key)),
+        )
+        for key in sorted(step.secrets)
+    ]
 
 
 def _completion_index_env() -> k8s.V1EnvVar:

@@ -23,6 +23,17 @@ def local_argv(step: Step, python: str = sys.executable) -> list[str]:
     return [python, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={world}", *step.command()]
 
 
+def local_env(step: Step) -> dict[str, str]:
+    """This process's env plus the step's env and secrets; our code importable from the repo root."""
+    return {
+        **os.environ,
+        **step.env,
+        **step.secrets,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 class LocalLauncher:
     def __init__(self, python: str = sys.executable) -> None:
         self.python = python
@@ -30,12 +41,7 @@ class LocalLauncher:
 
     def run(self, step: Step, context: Any, log: logging.Logger) -> None:
         argv = local_argv(step, self.python)
-        env = {
-            **os.environ,
-            **step.env,
-            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-            "PYTHONUNBUFFERED": "1",
-        }
+        env = local_env(step)
         log.info("step %s: starting %s", step.name, " ".join(argv))
         self._proc = subprocess.Popen(
             argv,

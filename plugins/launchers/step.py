@@ -47,6 +47,9 @@ class Step:
     resources: Resources = field(default_factory=Resources)
     image: str = "llmops/step:latest"
     env: dict[str, str] = field(default_factory=dict)
+    # Credentials: handed to a local subprocess as env; on Kubernetes only their names travel, as references
+    # into the platform's Secret, so no value is ever written into a pod spec.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not _MODULE_RULE.match(self.module) or not self.module.startswith("tasks."):

@@ -30,16 +30,22 @@ def all_reduce_ranks() -> tuple[int, int, int]:
         dist.destroy_process_group()
 
 
+def say(line: str) -> None:
+    """One write per line: ranks share the launcher's pipe, and print()'s separate newline write interleaves."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.common.distributed_probe", description=__doc__)
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds to wait before working")
     parser.add_argument("--fail", action="store_true", help="exit with code 3 after the all-reduce")
     args = parser.parse_args(argv)
-    print(f"probe pid={os.getpid()} started", flush=True)
+    say(f"probe pid={os.getpid()} started")
     time.sleep(args.sleep)
     rank, world_size, total = all_reduce_ranks()
     expected = world_size * (world_size - 1) // 2
-    print(f"rank {rank}/{world_size}: all-reduce of ranks = {total} (expected {expected})", flush=True)
+    say(f"rank {rank}/{world_size}: all-reduce of ranks = {total} (expected {expected})")
     if total != expected:
         return 2
     return 3 if args.fail else 0

@@ -65,6 +65,7 @@ def cpu_step(**overrides) -> Step:
         args=("--branch", "run-1"),
         resources=Resources(cpu="4", memory="8Gi"),
         env={"LAKEFS_REPO": "corpus"},
+        secrets={"LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": "s3cr3t-value"},
     )
     return Step(**{**fields, **overrides})
 
@@ -142,6 +143,11 @@ def test_cpu_pod_runs_python_module_with_default_image_and_no_gpu_scheduling(con
     assert "args" not in base
     assert {"name": "LAKEFS_REPO", "value": "corpus"} in base["env"]
     assert {"name": "PYTHONUNBUFFERED", "value": "1"} in base["env"]  # kept from the template
+    assert {
+        "name": "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY",
+        "valueFrom": {"secretKeyRef": {"name": "llmops-step-credentials", "key": "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY"}},
+    } in base["env"]
+    assert "s3cr3t-value" not in json.dumps(data), "a secret value leaked into the pod spec"
     assert base["resources"] == {
         "requests": {"cpu": "4", "memory": "8Gi"},
         "limits": {"cpu": "4", "memory": "8Gi"},

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from plugins.launchers.base import StepFailed, launcher_name, make_launcher
-from plugins.launchers.local import LocalLauncher, local_argv
+from plugins.launchers.local import LocalLauncher, local_argv, local_env
 from plugins.launchers.step import Resources, Step
 from stack.process import pid_alive
 
@@ -106,3 +106,9 @@ def test_unknown_launcher_is_named(monkeypatch):
 def test_config_picks_local_by_default(monkeypatch):
     monkeypatch.delenv("LLMOPS_LAUNCHER", raising=False)
     assert isinstance(make_launcher(), LocalLauncher)
+
+
+def test_secrets_reach_the_local_subprocess_env_but_not_the_step_repr():
+    step = Step(name="probe", module="tasks.common.distributed_probe", secrets={"LLMOPS_TEST_SECRET": "v4lue"})
+    assert "v4lue" not in repr(step)
+    assert local_env(step)["LLMOPS_TEST_SECRET"] == "v4lue"
