@@ -17,11 +17,13 @@ from stack.process import pid_alive, read_pid, require_free_port, start_detached
 
 @dataclass(frozen=True)
 class Component:
+    """A service we start detached and track by the PID file we write."""
+
     name: str
     port_settings: tuple[str, ...]  # LLMOPS_*_PORT settings this component listens on
     url: Callable[[StackConfig], str]
     healthy: Callable[[StackConfig], bool]
-    argv: Callable[[StackConfig], list[str]] | None = None  # None: the component manages its own process
+    argv: Callable[[StackConfig], list[str]] | None = None
     env: Callable[[StackConfig], dict[str, str]] | None = None
     prepare: Callable[[StackConfig], None] = lambda cfg: None
     startup_timeout: float = 90.0
@@ -33,8 +35,6 @@ class Component:
         return cfg.log_dir / f"{self.name}.log"
 
     def pid(self, cfg: StackConfig) -> int | None:
-        if self.name == "postgres":
-            return postgres.pid(cfg)
         found = read_pid(self.pid_file(cfg))
         return found if found is not None and pid_alive(found) else None
 
@@ -42,22 +42,33 @@ class Component:
         for setting in self.port_settings:
             require_free_port(cfg.port_settings()[setting], self.name, setting)
         self.prepare(cfg)
-        if self.name == "postgres":
-            postgres.start(cfg, self.log_file(cfg))
-            postgres.create_databases(cfg)
-        else:
-            env = self.env(cfg) if self.env else None
-            start_detached(self.argv(cfg), pid_file=self.pid_file(cfg), log_file=self.log_file(cfg), env=env)
+        self.launch(cfg)
         wait_until(lambda: self.healthy(cfg), timeout=self.startup_timeout, what=self.name, log_file=self.log_file(cfg))
 
+    def launch(self, cfg: StackConfig) -> None:
+        env = self.env(cfg) if self.env else None
+        start_detached(self.argv(cfg), pid_file=self.pid_file(cfg), log_file=self.log_file(cfg), env=env)
+
     def stop(self, cfg: StackConfig) -> None:
-        if self.name == "postgres":
-            postgres.stop(cfg)
-            return
         pid = read_pid(self.pid_file(cfg))
         if pid is not None:
             stop_pid(pid, timeout=30)
         self.pid_file(cfg).unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class PostgresComponent(Component):
+    """pg_ctl daemonises the postmaster, which records its own PID in postmaster.pid."""
+
+    def pid(self, cfg: StackConfig) -> int | None:
+        return postgres.pid(cfg)
+
+    def launch(self, cfg: StackConfig) -> None:
+        postgres.start(cfg, self.log_file(cfg))
+        postgres.create_databases(cfg)
+
+    def stop(self, cfg: StackConfig) -> None:
+        postgres.stop(cfg)
 
 
 def _http_ok(url: str, expect: int = 200) -> bool:
@@ -102,7 +113,7 @@ def _airflow_component(name: str, health_part: str, **kwargs) -> Component:
 
 
 COMPONENTS: tuple[Component, ...] = (
-    Component(
+    PostgresComponent(
         name="postgres",
         port_settings=("LLMOPS_POSTGRES_PORT",),
         url=lambda cfg: f"postgresql://{HOST}:{cfg.postgres_port} (databases: {', '.join(postgres.DATABASES)})",
