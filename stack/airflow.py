@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cryptography.fernet import Fernet
+
 from stack import lakefs, postgres, triton
 from stack.config import HOST, REPO_ROOT, StackConfig
 
@@ -50,6 +52,7 @@ def admin_password(cfg: StackConfig) -> str:
 
 def connections(cfg: StackConfig) -> dict[str, str]:
     """The stack's endpoints as AIRFLOW_CONN_* (JSON form), the only way the DAGs learn them."""
+    lakefs_key, lakefs_secret = lakefs.credentials(cfg)
     http = lambda port: {"conn_type": "http", "host": HOST, "port": port, "schema": "http"}  # noqa: E731
     conns = {
         "LLMOPS_POSTGRES": {
@@ -58,13 +61,13 @@ def connections(cfg: StackConfig) -> dict[str, str]:
         },
         "LLMOPS_MLFLOW": http(cfg.mlflow_port),
         "LLMOPS_TRITON": http(cfg.triton_http_port),
-        "LLMOPS_LAKEFS": dict(zip(("login", "password"), lakefs.credentials(cfg), strict=False), **http(cfg.lakefs_port)),
+        "LLMOPS_LAKEFS": {**http(cfg.lakefs_port), "login": lakefs_key, "password": lakefs_secret},
     }
     return {f"AIRFLOW_CONN_{name}": json.dumps(value) for name, value in conns.items()}
 
 
 def env(cfg: StackConfig) -> dict[str, str]:
-    fernet = _secret(cfg, "fernet_key", lambda: __import__("cryptography.fernet").fernet.Fernet.generate_key().decode())
+    fernet = _secret(cfg, "fernet_key", lambda: Fernet.generate_key().decode())
     secret_key = _secret(cfg, "secret_key", lambda: secrets.token_hex(32))
     settings = {
         "AIRFLOW_HOME": str(home(cfg)),

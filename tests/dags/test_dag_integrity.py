@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -54,7 +55,7 @@ def test_no_heavy_imports_at_parse_time(dag_file: Path):
     )
     result = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", probe, str(dag_file)], capture_output=True, text=True, cwd=REPO,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO)}, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=120,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert json.loads(result.stdout.strip().splitlines()[-1]) == []
