@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stack.config import HOST, StackConfig
 from stack.lakefs_emulator.service import emulator_argv
+
+if TYPE_CHECKING:
+    from tasks.common.versioned_data import LakeFSEndpoint
 
 
 def data_dir(cfg: StackConfig) -> Path:
@@ -28,6 +32,13 @@ def credentials(cfg: StackConfig) -> tuple[str, str]:
 
 def url(cfg: StackConfig) -> str:
     return f"http://{HOST}:{cfg.lakefs_port}"
+
+
+def endpoint(cfg: StackConfig) -> LakeFSEndpoint:
+    """The emulator as the platform's data layer addresses any lakeFS (the SDK loads only when asked)."""
+    from tasks.common.versioned_data import LakeFSEndpoint
+
+    return LakeFSEndpoint(url(cfg), *credentials(cfg))
 
 
 def argv(cfg: StackConfig) -> list[str]:

@@ -20,9 +20,7 @@ CORPUS_REPO = "corpus"
 def land_sample_corpus(cfg: StackConfig) -> None:
     """Raw documents land on lakeFS main before curation, as an upstream system would put them there."""
     out = cfg.home / "sample-corpus"
-    key, secret = lakefs.credentials(cfg)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "LAKECTL_SERVER_ENDPOINT_URL": lakefs.url(cfg),
-           "LAKECTL_CREDENTIALS_ACCESS_KEY_ID": key, "LAKECTL_CREDENTIALS_SECRET_ACCESS_KEY": secret}
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **lakefs.endpoint(cfg).to_env()}
     for argv in (
         ["-m", "tasks.curation.sample_corpus", "--out", str(out)],
         ["-m", "tasks.curation.steps", "land", "--repo", CORPUS_REPO, "--source-dir", str(out), "--prefix", "raw/"],
@@ -40,9 +38,9 @@ PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None], ...] = (
 
 def curated_summary(cfg: StackConfig) -> str:
     """What curation made, read back from lakeFS main the way any consumer would."""
-    from tasks.common.versioned_data import LakeFSEndpoint, VersionedRepo
+    from tasks.common.versioned_data import VersionedRepo
 
-    repo = VersionedRepo(LakeFSEndpoint(lakefs.url(cfg), *lakefs.credentials(cfg)), CORPUS_REPO)
+    repo = VersionedRepo(lakefs.endpoint(cfg), CORPUS_REPO)
     stats = json.loads(repo.get_object("main", "curated/stats.json"))
     tokens = json.loads(repo.get_object("main", "tokenized/stats.json"))
     return (

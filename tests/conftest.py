@@ -11,7 +11,9 @@ from collections.abc import Iterator
 import pytest
 
 from stack.config import StackConfig
-from stack.process import pid_alive
+from stack.lakefs_emulator.service import start_emulator
+from stack.process import free_port, pid_alive
+from tasks.common.versioned_data import LakeFSEndpoint
 from tests.stack.harness import RunningStack, our_pids, stack_env
 
 _AIRFLOW_HOME = tempfile.mkdtemp(prefix="llmops-test-airflow-")
@@ -47,3 +49,12 @@ def running_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningS
         stopped = stack.cli("down")
     assert stopped.returncode == 0, stopped.stderr
     assert [pid for pid in pids if pid_alive(pid)] == [], "`stack down` left processes of ours running"
+
+
+@pytest.fixture(scope="session")
+def lakefs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakeFSEndpoint]:
+    """One lakeFS emulator subprocess for every test that only needs an endpoint (each uses its own repos)."""
+    root = tmp_path_factory.mktemp("lakefs-emulator")
+    process = start_emulator(root / "data", free_port(), "AKIATESTSESSION", "test-session-secret", run_dir=root / "run")
+    yield LakeFSEndpoint(process.url, process.access_key_id, process.secret_access_key)
+    process.stop()

@@ -10,17 +10,7 @@ from collections.abc import Iterator
 import lakefs
 import pytest
 
-from stack.lakefs_emulator.service import start_emulator
-from stack.process import free_port
 from tasks.common.versioned_data import ENV_URL, LakeFSEndpoint
-
-
-@pytest.fixture(scope="session")
-def emulator_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakeFSEndpoint]:
-    root = tmp_path_factory.mktemp("lakefs-contract")
-    process = start_emulator(root / "data", free_port(), "AKIACONTRACT", "contract-secret", run_dir=root / "run")
-    yield LakeFSEndpoint(process.url, process.access_key_id, process.secret_access_key)
-    process.stop()
 
 
 @pytest.fixture(params=["emulator", "real-lakefs"])
@@ -29,7 +19,7 @@ def target(request: pytest.FixtureRequest) -> tuple[LakeFSEndpoint, str]:
         if not os.environ.get(ENV_URL):
             pytest.skip(f"{ENV_URL} not set: no real lakeFS to check the contract against")
         return LakeFSEndpoint.from_env(), os.environ.get("LAKEFS_CONTRACT_STORAGE_NAMESPACE", "local://contract")
-    return request.getfixturevalue("emulator_endpoint"), "local://contract"
+    return request.getfixturevalue("lakefs_endpoint"), "local://contract"
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ import pytest
 
 from stack import lakefs
 from stack.airflow_api import AirflowClient
-from tasks.common.versioned_data import LakeFSEndpoint, VersionedRepo, run_branch_name
+from tasks.common.versioned_data import VersionedRepo, run_branch_name
 from tasks.curation.stages.pii import PLACEHOLDERS
 from tests.stack.harness import REPO, RunningStack
 
@@ -22,16 +22,12 @@ CORPUS = "corpus-e2e"
 def landed(running_stack: RunningStack, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """The sample corpus generated and landed on lakeFS main, as the main job does it."""
     out = tmp_path_factory.mktemp("sample-corpus")
-    env = {**running_stack.env, **endpoint(running_stack).to_env(), "PYTHONPATH": str(REPO)}
+    env = {**running_stack.env, **lakefs.endpoint(running_stack.cfg).to_env(), "PYTHONPATH": str(REPO)}
     for argv in (["tasks.curation.sample_corpus", "--out", str(out)],
                  ["tasks.curation.steps", "land", "--repo", CORPUS, "--source-dir", str(out)]):
         subprocess.run([sys.executable, "-W", "ignore", "-m", *argv], env=env, cwd=REPO, check=True,
                        capture_output=True, timeout=300)
     return json.loads((out / "manifest.json").read_text())
-
-
-def endpoint(stack: RunningStack) -> LakeFSEndpoint:
-    return LakeFSEndpoint(lakefs.url(stack.cfg), *lakefs.credentials(stack.cfg))
 
 
 def run_curation(stack: RunningStack, conf: dict) -> tuple[str, str, dict[str, str | None]]:
@@ -47,7 +43,7 @@ def rows(repo: VersionedRepo, ref: str, path: str) -> list[dict]:
 
 
 def test_publish_then_rerun_then_failed_gate(running_stack: RunningStack, landed: dict):
-    repo = VersionedRepo(endpoint(running_stack), CORPUS)
+    repo = VersionedRepo(lakefs.endpoint(running_stack.cfg), CORPUS)
 
     run_id, state, tasks = run_curation(running_stack, {})
     assert state == "success", tasks

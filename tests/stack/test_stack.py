@@ -49,7 +49,7 @@ def test_up_again_is_idempotent(running_stack: RunningStack):
     assert {c.name: c.pid(running_stack.cfg) for c in COMPONENTS} == before
 
 
-def test_login_is_required_and_token_works(running_stack: RunningStack):
+def test_api_refuses_missing_and_wrong_credentials(running_stack: RunningStack):
     base = airflow.api_url(running_stack.cfg)
     assert httpx.get(f"{base}/api/v2/dags").status_code == 401
     bad = httpx.post(f"{base}/auth/token", json={"username": "admin", "password": "wrong"})
