@@ -38,8 +38,8 @@ INPUT_COMMIT = "{{ ti.xcom_pull(task_ids='open_run_branch')['input_commit'] }}"
                                  description="MinHash Jaccard threshold for near duplicates"),
         "min_words": Param(20, type="integer", minimum=1, description="Gopher quality: fewest words a doc may have"),
         "vocab_size": Param(8000, type="integer", minimum=512, maximum=262144, description="BPE vocabulary size"),
-        "tokenizer": Param("", type="string",
-                           description="reuse a pinned tokenizer.json at this lakeFS path on main; empty = train"),
+        "tokenizer": Param(None, type=["null", "string"],
+                           description="reuse a pinned tokenizer.json at this lakeFS path on main; empty = train one"),
         "valid_fraction": Param(0.05, type="number", minimum=0.0, maximum=0.5),
     },
     doc_md=__doc__,
@@ -74,8 +74,9 @@ def curate_corpus():
     )
     tokenize = StepOperator(
         task_id="tokenize",
-        args=["tokenize", *on_branch, "--vocab-size", "{{ params.vocab_size }}", "--tokenizer", "{{ params.tokenizer }}",
-              "--valid-fraction", "{{ params.valid_fraction }}"],
+        # an unset (null) tokenizer renders as "", which the step reads as "train one", never as the path "None"
+        args=["tokenize", *on_branch, "--vocab-size", "{{ params.vocab_size }}",
+              "--tokenizer", "{{ params.tokenizer or '' }}", "--valid-fraction", "{{ params.valid_fraction }}"],
         **common,
     )
 

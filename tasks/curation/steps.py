@@ -156,9 +156,13 @@ def gate(
 
 
 def tokenize(
-    endpoint: LakeFSEndpoint, repo: str, branch: str, vocab_size: int, tokenizer_path: str, valid_fraction: float,
+    endpoint: LakeFSEndpoint, repo: str, branch: str, vocab_size: int, tokenizer_path: str | None,
+    valid_fraction: float,
 ) -> dict[str, Any]:
-    """Train (or reuse a pinned) byte-level BPE and write Megatron indexed datasets under tokenized/."""
+    """Train (or reuse a pinned) byte-level BPE and write Megatron indexed datasets under tokenized/.
+
+    `tokenizer_path` None or "" means not set: the DAG's Param is nullable and renders null as "".
+    """
     from tasks.curation import tokenize as tok
 
     versioned = VersionedRepo(endpoint, repo)
@@ -295,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     gate_cmd.add_argument("--languages", default="en")
     tok = on_branch("tokenize", "byte-level BPE + Megatron indexed datasets under tokenized/")
     tok.add_argument("--vocab-size", type=int, default=8000)
-    tok.add_argument("--tokenizer", default="", help="lakeFS path on main of a pinned tokenizer.json; empty = train")
+    tok.add_argument("--tokenizer", help="lakeFS path on main of a pinned tokenizer.json; absent or empty = train")
     tok.add_argument("--valid-fraction", type=float, default=0.05)
     land_cmd = commands.add_parser("land", help="put a local folder of raw files on main (via a landing branch)")
     land_cmd.add_argument("--repo", required=True)
