@@ -26,3 +26,22 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
   echo "$wanted" > "$stamp"
   echo "==> installed in $((SECONDS - started))s; .venv is $(du -sh .venv | cut -f1)"
 fi
+
+# The browser test (tests/dags/test_trigger_forms_browser.py) drives Debian's chromium through Playwright, with no
+# browser download. Installed here when missing and we may (root, or sudo without a password); else that test skips.
+install_chromium() {
+  command -v chromium >/dev/null && return 0
+  local as_root=()
+  if [ "$(id -u)" != 0 ]; then
+    if sudo -n true 2>/dev/null; then as_root=(sudo -n); else
+      echo "==> chromium missing and no root here: the browser test will skip (apt-get install chromium to run it)"
+      return 0
+    fi
+  fi
+  command -v apt-get >/dev/null || { echo "==> chromium missing and no apt-get: the browser test will skip"; return 0; }
+  echo "==> installing chromium (apt-get) for the browser test"
+  local install=("${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium)
+  "${install[@]}" >/dev/null || { "${as_root[@]}" apt-get update -qq && "${install[@]}" >/dev/null; } \
+    || echo "warning: apt-get could not install chromium; the browser test will skip" >&2
+}
+install_chromium
