@@ -1,0 +1,89 @@
+"""The Llama-style GPT as a megatron-core GPTModel, with PyTorch's SDPA as core attention.
+
+megatron-core's local spec computes attention with explicit matmuls and a softmax (fused only with Apex /
+TransformerEngine, which we do not require); swapping in `scaled_dot_product_attention` through the ModuleSpec
+gives flash attention on GPUs and a fused kernel on CPU, with the rest of megatron-core unchanged.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
+from megatron.core.models.gpt.gpt_model import GPTModel
+from megatron.core.transformer.module import MegatronModule
+from megatron.core.transformer.spec_utils import ModuleSpec
+from megatron.core.transformer.transformer_config import TransformerConfig
+
+from tasks.training.config import ModelConfig, ParallelConfig
+
+INIT_STD = 0.02
+
+
+class SDPAttention(MegatronModule):
+    """Causal attention over this rank's heads: [s, b, heads, head_dim] in, [s, b, heads * head_dim] out."""
+
+    def __init__(self, config: TransformerConfig, layer_number: int, attn_mask_type, attention_type: str,
+                 attention_dropout: float | None = None, softmax_scale: float | None = None, **_: object) -> None:
+        super().__init__(config=config)
+        self.dropout = config.attention_dropout if attention_dropout is None else attention_dropout
+        self.softmax_scale = softmax_scale
+
+    def forward(self, query, key, value, attention_mask, attn_mask_type=None, attention_bias=None,
+                packed_seq_params=None):
+        if packed_seq_params is not None or attention_bias is not None:
+            raise NotImplementedError("SDPAttention takes neither packed sequences nor an attention bias")
+        q, k, v = (t.permute(1, 2, 0, 3) for t in (query, key, value))  # -> [b, heads, s, head_dim]
+        groups = q.size(1) // k.size(1)
+        out = F.scaled_dot_product_attention(
+            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0,
+            scale=self.softmax_scale, enable_gqa=groups > 1,
+        )
+        s, b = out.size(2), out.size(0)
+        return out.permute(2, 0, 1, 3).reshape(s, b, -1)
+
+
+def transformer_config(model: ModelConfig, parallel: ParallelConfig, dtype: torch.dtype) -> TransformerConfig:
+    """Llama-style block settings; weights are initialised on CPU from one seed, so TP=1 and TP=2 start equal."""
+    return TransformerConfig(
+        num_layers=model.num_layers,
+        hidden_size=model.hidden_size,
+        num_attention_heads=model.num_attention_heads,
+        ffn_hidden_size=model.ffn_hidden_size,
+        normalization="RMSNorm",
+        gated_linear_unit=True,
+        activation_func=F.silu,
+        add_bias_linear=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        init_method_std=INIT_STD,
+        tensor_model_parallel_size=parallel.tensor_parallel,
+        pipeline_model_parallel_size=parallel.pipeline_parallel,
+        params_dtype=dtype,
+        bf16=dtype == torch.bfloat16,
+        use_cpu_initialization=True,
+        bias_dropout_fusion=False,
+        masked_softmax_fusion=False,
+        apply_rope_fusion=False,
+        gradient_accumulation_fusion=False,
+        persist_layer_norm=False,
+    )
+
+
+def layer_spec() -> ModuleSpec:
+    spec = get_gpt_layer_local_spec(normalization="RMSNorm")
+    spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    return spec
+
+
+def build_gpt(model: ModelConfig, parallel: ParallelConfig, dtype: torch.dtype = torch.float32) -> GPTModel:
+    """This rank's shard of the GPT (parallel state must be initialised), on CPU; the caller moves it."""
+    return GPTModel(
+        config=transformer_config(model, parallel, dtype),
+        transformer_layer_spec=layer_spec(),
+        vocab_size=model.vocab_size,
+        max_sequence_length=model.seq_length,
+        position_embedding_type="rope",
+        rotary_base=model.rotary_base,
+        share_embeddings_and_output_weights=False,
+    )
