@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from airflow.sdk import BaseOperator
+from airflow.sdk import BaseOperator, XComArg
 
-from plugins.connections import lakefs_endpoint
+from plugins.connections import MLFLOW, http_url, lakefs_endpoint
 from plugins.launchers.base import Launcher, make_launcher
 from plugins.launchers.step import Resources, Step
 
@@ -15,47 +15,64 @@ from plugins.launchers.step import Resources, Step
 class StepOperator(BaseOperator):
     """Runs `python -m <module> <args>` through the configured launcher (local | kubernetes).
 
-    `lakefs=True` hands the step the lakeFS endpoint of the `llmops_lakefs` connection as LAKECTL_* secrets.
+    `args`, `env`, `step_resources` and `launcher` are templated, and may come from an upstream task's XCom (e.g. a
+    validation task that decides the world size): `step_resources` then arrives as a dict of Resources fields, and an
+    empty `launcher` means the platform's default. `lakefs=True` hands the step the `llmops_lakefs` endpoint as
+    LAKECTL_* secrets; `mlflow=True` hands it the `llmops_mlflow` URL as MLFLOW_TRACKING_URI.
     """
 
-    template_fields: Sequence[str] = ("args", "env")
+    template_fields: Sequence[str] = ("args", "env", "step_resources", "launcher")
 
     def __init__(
         self,
         *,
         module: str,
         args: Sequence[str] = (),
-        step_resources: Resources | None = None,
+        step_resources: Resources | Mapping[str, Any] | None = None,
         image: str | None = None,
         env: dict[str, str] | None = None,
         launcher: str | None = None,
         lakefs: bool = False,
+        mlflow: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.module = module
-        self.args = list(args)
+        self.args = args if _from_upstream(args) else list(args)
         self.step_resources = step_resources or Resources()
         self.image = image
         self.env = dict(env or {})
-        self.launcher_name = launcher
+        self.launcher = launcher
         self.lakefs = lakefs
+        self.mlflow = mlflow
         self._launcher: Launcher | None = None
         self._describe()  # validate at parse time, so a bad step fails the DAG import, not a run
 
     def _describe(self, secrets: dict[str, str] | None = None) -> Step:
         extra = {"image": self.image} if self.image else {}
+        resources = self.step_resources
+        if isinstance(resources, Mapping):
+            resources = Resources(**resources)
+        elif not isinstance(resources, Resources):  # still an upstream reference at parse time
+            resources = Resources()
         return Step(
-            name=self.task_id, module=self.module, args=tuple(self.args), resources=self.step_resources,
-            env=self.env, secrets=secrets or {}, **extra,
+            name=self.task_id, module=self.module, args=() if _from_upstream(self.args) else tuple(self.args),
+            resources=resources, env=self.env, secrets=secrets or {}, **extra,
         )
 
     def execute(self, context: Any) -> None:
         # Endpoints are resolved at run time from Connections, never baked into the DAG file.
         secrets = lakefs_endpoint().to_env() if self.lakefs else {}
-        self._launcher = make_launcher(self.launcher_name)
+        if self.mlflow:
+            secrets["MLFLOW_TRACKING_URI"] = http_url(MLFLOW)
+        self._launcher = make_launcher(self.launcher or None)
         self._launcher.run(self._describe(secrets), context, self.log)
 
     def on_kill(self) -> None:
         if self._launcher is not None:
             self._launcher.kill()
+
+
+def _from_upstream(value: Any) -> bool:
+    """True for an XComArg (resolved when the task runs), which has no items to check at parse time."""
+    return isinstance(value, XComArg)

@@ -92,6 +92,7 @@ def env(cfg: StackConfig) -> dict[str, str]:
         "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home(cfg) / "logs"),
         "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "20",
         "LLMOPS_TRITON_MODEL_REPOSITORY": str(triton.model_repository(cfg)),
+        "LLMOPS_ARTIFACT_ROOT": str(cfg.home / "artifacts"),
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
         **connections(cfg),
     }

@@ -42,6 +42,15 @@ def launcher_name(config: dict[str, Any] | None = None) -> str:
     return name
 
 
+def artifact_root(name: str | None = None) -> str:
+    """Where steps keep checkpoints and dataset caches, as the step's process sees it: the shared data volume on
+    Kubernetes (mounted at the same path in every pod), `LLMOPS_ARTIFACT_ROOT` (the stack sets it) locally."""
+    config = platform_config()
+    if (name or launcher_name(config)) == "kubernetes":
+        return config["kubernetes"]["data_mount_path"]
+    return os.environ.get("LLMOPS_ARTIFACT_ROOT", str(REPO_ROOT / ".stack" / "artifacts"))
+
+
 def make_launcher(name: str | None = None) -> Launcher:
     config = platform_config()
     name = name or launcher_name(config)

@@ -102,7 +102,7 @@ def render_pod(step: Step, config: dict[str, Any]) -> k8s.V1Pod:
     container.image = step_image(step, config)
     container.command = pod_command(step)
     container.args = None
-    container.env = [*(container.env or []), *_env(step), *_secret_env(step, config)]
+    container.env = [*(container.env or []), *_env(step, config), *_secret_env(step, config)]
     container.resources = _resources(step, config)
     container.volume_mounts = [*(container.volume_mounts or []), *_volume_mounts(config)]
     if step.resources.gpus > 0:
@@ -174,8 +174,10 @@ def _base_container(step: Step, pod: k8s.V1Pod) -> k8s.V1Container:
     raise ValueError(f"step {step.name!r}: the pod template has no container named {BASE_CONTAINER!r}")
 
 
-def _env(step: Step) -> list[k8s.V1EnvVar]:
-    return [k8s.V1EnvVar(name=key, value=value) for key, value in step.env.items()]
+def _env(step: Step, config: dict[str, Any]) -> list[k8s.V1EnvVar]:
+    """The step's env, over the platform's GPU env (NCCL settings) when the step asks for GPUs."""
+    values = {**(config.get("gpu_env") or {} if step.resources.gpus > 0 else {}), **step.env}
+    return [k8s.V1EnvVar(name=key, value=str(value)) for key, value in values.items()]
 
 
 def _secret_env(step: Step, config: dict[str, Any]) -> list[k8s.V1EnvVar]:

@@ -72,3 +72,16 @@ def _now_ms() -> int:
     import time
 
     return int(time.time() * 1000)
+
+
+def find_run_tags(uri: str, experiment: str, run_key: str) -> dict[str, str]:
+    """The tags of the run a step opened under run_key (plus its id as `mlflow_run_id`); KeyError if none."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    found = client.get_experiment_by_name(experiment)
+    runs = client.search_runs([found.experiment_id], f"tags.`{RUN_KEY_TAG}` = '{run_key}'", max_results=1) \
+        if found else []
+    if not runs:
+        raise KeyError(f"no MLflow run tagged {RUN_KEY_TAG}={run_key} in experiment {experiment} at {uri}")
+    return {**runs[0].data.tags, "mlflow_run_id": runs[0].info.run_id}

@@ -84,6 +84,30 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+# Settings a DAG run passes through unchanged: each is a Param of the `pretrain` DAG and the flag --<name with dashes>.
+PASSED_SETTINGS = (
+    "preset", "steps", "micro_batch_size", "global_batch_size", "lr", "min_lr", "warmup_steps", "tensor_parallel",
+    "pipeline_parallel", "data_parallel", "checkpoint_interval", "checkpoint_keep", "resume_policy",
+    "eval_interval", "seed", "experiment",
+)
+
+
+def cli_args(settings: dict[str, Any], *, repo: str, data_commit: str, artifact_root: str, run_key: str) -> list[str]:
+    """The `run` command line for a DAG run: its checkpoints under <artifact_root>/checkpoints/<experiment>, so a
+    retry, or a later run of the same experiment, resumes them."""
+    args = ["run", "--repo", repo, "--data-commit", data_commit, "--run-key", run_key,
+            "--checkpoint-dir", f"{artifact_root}/checkpoints/{settings['experiment']}",
+            "--cache-dir", f"{artifact_root}/datasets"]
+    for name in PASSED_SETTINGS:
+        args += [f"--{name.replace('_', '-')}", str(settings[name])]
+    return args
+
+
+def validate_cli(args: list[str]) -> dict[str, Any]:
+    """Run every check of `validate` on a `run` command line; raises ConfigError naming the setting."""
+    return plan(parser().parse_args(["validate", *args[1:]]))
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
         model=model_preset(args.preset, seq_length=args.seq_length),
