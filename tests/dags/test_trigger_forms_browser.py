@@ -3,7 +3,8 @@
 Playwright drives the system chromium that `stack/install.sh` apt-installs; no browser is ever downloaded.
 Each trigger form's screenshot lands in `.artifacts/trigger-forms/` for people to look at. DAGs stay paused
 while the test triggers them (the form's "Unpause on trigger" is cleared), so a run only queues, and it is
-marked failed before the next DAG's turn: the default Params point at real data, and the CPU belongs to the other tests.
+marked failed before the next DAG's turn: the default Params point at real data, and the CPU belongs to the
+other tests.
 """
 
 from __future__ import annotations
