@@ -158,7 +158,9 @@ class CheckpointStore:
                     raise ValueError(f"{MANIFEST} is unreadable")
                 load(checkpoint)
                 return checkpoint
-            except Exception as error:  # noqa: BLE001 - every failure is reported below
+            except BaseException as error:  # torch's CheckpointException is a BaseException
+                if isinstance(error, KeyboardInterrupt | SystemExit):
+                    raise
                 failures.append(f"{checkpoint.path.name}: {error}")
                 log(f"checkpoint: cannot load {checkpoint.path.name}: {error}")
         raise CheckpointUnusable(

@@ -3,6 +3,10 @@
 megatron-core's local spec computes attention with explicit matmuls and a softmax (fused only with Apex /
 TransformerEngine, which we do not require); swapping in `scaled_dot_product_attention` through the ModuleSpec
 gives flash attention on GPUs and a fused kernel on CPU, with the rest of megatron-core unchanged.
+
+On GPUs `build_gpt(..., compile=True)` compiles each transformer layer with torch.compile (one graph per layer,
+no breaks: RMSNorm, RoPE and SwiGLU fuse around the matmuls, which is what TE/Apex fusions would otherwise give),
+and at TP=1 the loss is one compiled cross entropy over the bf16 logits instead of megatron's multi-pass fp32 one.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from megatron.core.models.gpt.gpt_layer_specs import get_gpt_layer_local_spec
 from megatron.core.models.gpt.gpt_model import GPTModel
+from megatron.core.tensor_parallel import RowParallelLinear
 from megatron.core.transformer.module import MegatronModule
 from megatron.core.transformer.spec_utils import ModuleSpec
 from megatron.core.transformer.transformer_config import TransformerConfig
@@ -43,6 +48,37 @@ class SDPAttention(MegatronModule):
         return out.permute(2, 0, 1, 3).reshape(s, b, -1)
 
 
+class GroupedRowParallelLinear(RowParallelLinear):
+    """RowParallelLinear that names its TP group when it calls the matmul.
+
+    megatron-core 0.16 passes tp_group=None there and warns about it, and that warning is a torch.compile graph
+    break at every linear_proj and linear_fc2; the group passed is the one it would fall back to.
+    """
+
+    def _forward_impl(self, input, weight, *args, **kwargs):
+        return super()._forward_impl(input, weight, *args, **{**kwargs, "tp_group": self.tp_group})
+
+
+def token_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """[s, b, vocab] logits and [b, s] labels -> [b, s] fp32 losses, computed in fp32."""
+    s, b, vocab = logits.shape
+    loss = F.cross_entropy(logits.float().view(-1, vocab), labels.t().reshape(-1), reduction="none")
+    return loss.view(s, b).t()
+
+
+# compiled, the fp32 upcast stays in registers: one pass over the logits forward and one backward
+_compiled_cross_entropy = torch.compile(token_cross_entropy, dynamic=False)
+
+
+class LlamaGPT(GPTModel):
+    """GPTModel whose TP=1 loss is a plain cross entropy (compiled on GPU); TP>1 keeps megatron's vocab-parallel one."""
+
+    def compute_language_model_loss(self, labels: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+        if self.config.tensor_model_parallel_size > 1:
+            return super().compute_language_model_loss(labels, logits)
+        return (_compiled_cross_entropy if logits.is_cuda else token_cross_entropy)(logits, labels)
+
+
 def transformer_config(model: ModelConfig, parallel: ParallelConfig, dtype: torch.dtype) -> TransformerConfig:
     """Llama-style block settings; weights are initialised on CPU from one seed, so TP=1 and TP=2 start equal."""
     return TransformerConfig(
@@ -73,12 +109,19 @@ def transformer_config(model: ModelConfig, parallel: ParallelConfig, dtype: torc
 def layer_spec() -> ModuleSpec:
     spec = get_gpt_layer_local_spec(normalization="RMSNorm")
     spec.submodules.self_attention.submodules.core_attention = SDPAttention
+    spec.submodules.self_attention.submodules.linear_proj = GroupedRowParallelLinear
+    spec.submodules.mlp.submodules.linear_fc2 = GroupedRowParallelLinear
     return spec
 
 
-def build_gpt(model: ModelConfig, parallel: ParallelConfig, dtype: torch.dtype = torch.float32) -> GPTModel:
-    """This rank's shard of the GPT (parallel state must be initialised), on CPU; the caller moves it."""
-    return GPTModel(
+def build_gpt(model: ModelConfig, parallel: ParallelConfig, dtype: torch.dtype = torch.float32,
+              compile: bool = False) -> GPTModel:
+    """This rank's shard of the GPT (parallel state must be initialised), on CPU; the caller moves it.
+
+    compile=True (meant for GPUs) compiles each transformer layer in place on its first call: module identity and
+    state-dict keys stay the same, so DDP, checkpoints and the trainer see the same model.
+    """
+    gpt = LlamaGPT(
         config=transformer_config(model, parallel, dtype),
         transformer_layer_spec=layer_spec(),
         vocab_size=model.vocab_size,
@@ -87,3 +130,7 @@ def build_gpt(model: ModelConfig, parallel: ParallelConfig, dtype: torch.dtype =
         rotary_base=model.rotary_base,
         share_embeddings_and_output_weights=False,
     )
+    if compile:
+        for layer in gpt.decoder.layers:
+            layer.compile()
+    return gpt

@@ -16,9 +16,11 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
+from tasks.training.checkpoint import CheckpointUnusable
 from tasks.training.config import (
     BatchConfig,
     CheckpointConfig,
@@ -78,7 +80,9 @@ def parser() -> argparse.ArgumentParser:
         tr = p.add_argument_group("tracking")
         tr.add_argument("--mlflow-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI)")
         tr.add_argument("--experiment", default="pretrain", help="MLflow experiment")
-        tr.add_argument("--run-key", default=None, help="identifies this training across retries (DAG id/run id)")
+        tr.add_argument("--run-key", default=None,
+                        help="identifies this training across retries (the DAG passes dag id/run id); with "
+                             "--resume-policy restart, checkpoints of other run keys are archived (default: fresh)")
         tr.add_argument("--peak-tflops", type=float, default=None,
                         help="per-device peak for MFU (default: 989 on an H100, none on CPU)")
     return root
@@ -166,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{runtime.device.type} ({dtype}), data lakefs://{args.repo}/{info.commit[:12]}; {MFU_FORMULA}")
 
     store = CheckpointStore(args.checkpoint_dir, keep=cfg.checkpoint.keep)
-    run_key = args.run_key or f"cli:{Path(args.checkpoint_dir).resolve()}"
+    run_key = args.run_key or f"cli-{uuid.uuid4().hex[:12]}"  # only rank 0 uses it
     if cfg.checkpoint.resume_policy == "restart" and runtime.is_main:
         for moved in store.archive(keep_run_id=run_key):
             log(f"checkpoint: resume_policy=restart archived {moved}")
@@ -231,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         say(f"error: {error}")
         return 2
+    except CheckpointUnusable as error:
+        say(f"error: {error}")
+        return 3
     return 0
 
 
