@@ -5,6 +5,7 @@ It is what the README shows people doing with curl, used by the main job and the
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +64,15 @@ class AirflowClient:
         instances = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {_instance_name(ti): ti["state"] for ti in instances}
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """A task try's log as text, one line per event (what the UI's log tab shows)."""
+        body = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+                          params={"full_content": "true"}, headers={"Accept": "application/json"})
+        content = body.get("content", [])
+        if isinstance(content, str):
+            return content
+        return "\n".join(_log_line(line) for line in content)
+
     def wait(self, dag_id: str, run_id: str, timeout: float, progress: Callable[[str], None] | None = None) -> str:
         """Poll until the run is final; report each task's state change as it happens."""
         deadline = time.monotonic() + timeout
@@ -92,6 +102,14 @@ class AirflowClient:
         if progress:
             progress(f"{dag_id} run {run_id}: {state}")
         return state
+
+
+def _log_line(line: Any) -> str:
+    """A structured log event as text; an exception's details (type, message, frames) follow its event."""
+    if not isinstance(line, dict):
+        return str(line)
+    details = line.get("error_detail")
+    return line.get("event", "") + (f" {json.dumps(details)}" if details else "")
 
 
 def _instance_name(instance: dict[str, Any]) -> str:

@@ -33,6 +33,7 @@ def land_sample_corpus(cfg: StackConfig) -> None:
 PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None], ...] = (
     ("platform_smoke", {}, None),
     ("curate_corpus", {"repo": CORPUS_REPO}, land_sample_corpus),
+    ("pretrain", {"repo": CORPUS_REPO}, None),
 )
 
 
@@ -48,6 +49,15 @@ def curated_summary(cfg: StackConfig) -> str:
         f"{stats['curated']} of {stats['read']} records kept, {stats['quarantined']} quarantined with reasons "
         f"(curated/quarantine/); {sum(s['tokens'] for s in tokens['splits'].values())} tokens in tokenized/"
     )
+
+
+def pretrained_summary(client: AirflowClient) -> str:
+    """The checkpoint pretrain published, from its Asset event (what fine-tuning will be triggered by)."""
+    events = client._call("GET", "/assets/events", params={"source_dag_id": "pretrain", "order_by": "-timestamp",
+                                                            "limit": 1})["asset_events"]
+    extra = events[0]["extra"]
+    return (f"Pretrained   {extra['preset']} model, step {extra['step']}, loss {extra['loss']:.3f}, on lakeFS commit "
+            f"{extra['data_commit'][:12]}: checkpoint {extra['checkpoint_uri']} (MLflow run {extra['mlflow_run_id']})")
 
 
 def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
@@ -74,5 +84,7 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
     print(f"lakeFS       {lakefs.url(cfg)}/api/v1  (key pair in {cfg.home / 'lakefs' / 'credentials.json'})")
     if ("curate_corpus", "success") in results:
         print(curated_summary(cfg))
+    if ("pretrain", "success") in results:
+        print(pretrained_summary(client))
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")
     return 0 if all(state == "success" for _, state in results) else 1

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import sys
-from typing import Any
+import threading
+import time
+from typing import IO, Any
 
 from plugins.launchers.base import REPO_ROOT, StepFailed
 from plugins.launchers.step import Step
@@ -54,10 +56,13 @@ class LocalLauncher:
             errors="replace",
             start_new_session=True,  # its own group, so kill() reaches torchrun's ranks too
         )
-        assert self._proc.stdout is not None
-        for line in self._proc.stdout:
-            log.info("%s", line.rstrip("\n"))
+        reader = threading.Thread(target=_stream, args=(self._proc.stdout, log), daemon=True)
+        reader.start()
         code = self._proc.wait()
+        # Children the step left behind (e.g. a multiprocessing manager orphaned by a kill -9) share its process
+        # group and would hold the output pipe open forever: the step is over, so its group goes too.
+        _stop_group(self._proc.pid)
+        reader.join()
         if code != 0:
             reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
             raise StepFailed(f"step {step.name} (python -m {step.module}) {reason}; its output is above")
@@ -73,6 +78,28 @@ class LocalLauncher:
         except subprocess.TimeoutExpired:
             _signal_group(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _stream(output: IO[str], log: logging.Logger) -> None:
+    for line in output:
+        log.info("%s", line.rstrip("\n"))
+
+
+def _stop_group(pgid: int) -> None:
+    """SIGTERM what is left of the group, SIGKILL after the grace period."""
+    _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + KILL_GRACE_SECONDS
+    while _group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    _signal_group(pgid, signal.SIGKILL)
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
 
 
 def _signal_group(pgid: int, signum: int) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 
@@ -40,8 +41,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tasks.common.distributed_probe", description=__doc__)
     parser.add_argument("--sleep", type=float, default=0.0, help="seconds to wait before working")
     parser.add_argument("--fail", action="store_true", help="exit with code 3 after the all-reduce")
+    parser.add_argument("--leave-child", type=float, default=0.0, metavar="SECONDS",
+                        help="leave a child sleeping this long that holds our stdout (as an orphaned worker would)")
     args = parser.parse_args(argv)
     say(f"probe pid={os.getpid()} started")
+    if args.leave_child:
+        child = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep({args.leave_child})"])
+        say(f"probe left child pid={child.pid}")
     time.sleep(args.sleep)
     rank, world_size, total = all_reduce_ranks()
     expected = world_size * (world_size - 1) // 2

@@ -458,3 +458,30 @@ def test_every_package_a_step_image_installs_is_pinned_in_requirements(image):
     for package in pattern.split("|"):
         pins = [line for line in requirements if re.match(rf"^{re.escape(package)}(\[|==)", line)]
         assert len(pins) == 1, f"{image}: {package!r} has {len(pins)} pins in requirements.txt"
+
+
+def test_multi_node_pretrain_job_gets_nccl_env_and_checkpoints_on_the_shared_volume(config):
+    """The pretrain DAG's own command line, as its validate task builds it for the kubernetes launcher."""
+    from plugins.launchers.base import artifact_root
+    from tasks.training.pretrain import PASSED_SETTINGS, cli_args
+
+    settings = {name: 1 for name in PASSED_SETTINGS} | {"preset": "1b", "resume_policy": "auto",
+                                                          "experiment": "llama-1b", "data_parallel": 16}
+    args = cli_args(settings, repo="corpus", data_commit="c0ffee", artifact_root=artifact_root("kubernetes"),
+                    run_key="pretrain/run-1")
+    step = Step(name="train", module="tasks.training.pretrain", args=tuple(args),
+                resources=Resources(cpu="8", memory="64Gi", gpus=8, nodes=2, processes_per_node=8),
+                env={"NCCL_DEBUG": "INFO"})
+    job, _ = render_indexed_job(step, config, "run-1")
+    base = container(serialise(job)["spec"]["template"])
+    env = {e["name"]: e.get("value") for e in base["env"]}
+
+    assert base["command"][:3] == ["torchrun", "--nnodes=2", "--nproc-per-node=8"]
+    command = base["command"]
+    assert command[command.index("--checkpoint-dir") + 1] == f"{config['data_mount_path']}/checkpoints/llama-1b"
+    assert {"name": "data", "mountPath": config["data_mount_path"]} in base["volumeMounts"]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in base["volumeMounts"]
+    assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == config["gpu_env"]["TORCH_NCCL_ASYNC_ERROR_HANDLING"]
+    assert env["NCCL_DEBUG"] == "INFO", "the step's own env wins over the platform's GPU env"
+    cpu_env = {e["name"] for e in container(serialise(render_pod(cpu_step(), config)))["env"]}
+    assert not cpu_env & set(config["gpu_env"]), "NCCL settings are for GPU steps only"

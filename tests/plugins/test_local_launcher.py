@@ -112,3 +112,15 @@ def test_secrets_reach_the_local_subprocess_env_but_not_the_step_repr():
     step = Step(name="probe", module="tasks.common.distributed_probe", secrets={"LLMOPS_TEST_SECRET": "v4lue"})
     assert "v4lue" not in repr(step)
     assert local_env(step)["LLMOPS_TEST_SECRET"] == "v4lue"
+
+
+def test_a_child_left_holding_the_output_neither_hangs_the_step_nor_outlives_it():
+    log = LineLog()
+    started = time.monotonic()
+    LocalLauncher().run(probe("--leave-child", "300"), None, log)
+    assert time.monotonic() - started < 60, "the launcher waited for the orphan's end of the pipe"
+    child = int(next(line for line in log.lines if line.startswith("probe left child")).split("pid=")[1])
+    deadline = time.monotonic() + 15
+    while pid_alive(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not pid_alive(child), "the step's leftover child is still running"

@@ -61,12 +61,12 @@ def test_kill_9_then_rerun_ends_at_the_uninterrupted_loss_and_ignores_a_half_wri
     log = tmp_path / "killed.log"
     with open(log, "w") as out:
         victim = subprocess.Popen(command(checkpoints, cache), env=env(lakefs_endpoint), cwd=REPO, stdout=out,
-                                  stderr=subprocess.STDOUT, text=True)
+                                  stderr=subprocess.STDOUT, text=True, start_new_session=True)
         deadline = time.monotonic() + 300
         while "step 8 committed" not in log.read_text():
             assert victim.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.05)
-        victim.send_signal(signal.SIGKILL)
+        os.killpg(victim.pid, signal.SIGKILL)  # the process and its workers, as a lost node would go
         victim.wait()
     last = max(int(p.parent.name.removeprefix("step-")) for p in checkpoints.glob("step-*/manifest.json"))
     assert last < 24, "the run finished before it could be killed"
