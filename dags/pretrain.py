@@ -45,8 +45,8 @@ PRETRAINED = Asset("llmops://checkpoints/pretrain")
         "data_parallel": Param(1, type="integer", minimum=1),
         "nodes": Param(1, type="integer", minimum=1, description="machines (pods) the ranks are spread over"),
         "gpus_per_node": Param(0, type="integer", minimum=0, description="0 = CPU (gloo); else NCCL on GPUs"),
-        "launcher": Param(None, type=["null", "string"], enum=[None, "local", "kubernetes"],
-                          description="empty = include/platform.yaml's launcher"),
+        "launcher": Param("platform", enum=["platform", "local", "kubernetes"],
+                          description="platform = the launcher include/platform.yaml (or LLMOPS_LAUNCHER) names"),
         "checkpoint_interval": Param(100, type="integer", minimum=1, description="steps between checkpoints"),
         "checkpoint_keep": Param(2, type="integer", minimum=1, description="committed checkpoints kept"),
         "resume_policy": Param("auto", enum=["auto", "restart"],
@@ -71,28 +71,17 @@ def pretrain():
         events = (triggering_asset_events or {}).get(CURATED_CORPUS) or []
         if not commit and events:
             repo, commit = events[-1].extra["repo"], events[-1].extra["commit_id"]
-        world = params["tensor_parallel"] * params["pipeline_parallel"] * params["data_parallel"]
-        if world % params["nodes"]:
-            raise ValueError(f"nodes: world size {world} (tensor_parallel x pipeline_parallel x data_parallel) is not "
-                             f"divisible by nodes={params['nodes']}")
-        args = trainer.cli_args(params, repo=repo, data_commit=commit or "main",
-                                artifact_root=artifact_root(params["launcher"]),
-                                run_key=f"{dag_run.dag_id}/{dag_run.run_id}")
-        import os
-
-        os.environ.update(lakefs_endpoint().to_env())
-        plan = trainer.validate_cli(args)
-        args[args.index("--data-commit") + 1] = plan["data_commit"]  # pinned: a later publish cannot move it
-        gpus = params["gpus_per_node"]
-        resources = {"cpu": "8" if gpus else "2", "memory": "64Gi" if gpus else "8Gi", "gpus": gpus,
-                     "nodes": params["nodes"], "processes_per_node": world // params["nodes"]}
-        print(f"plan: {plan}; resources: {resources}")
-        return {"args": args, "resources": resources, "plan": plan}
+        launcher = None if params["launcher"] == "platform" else params["launcher"]
+        planned = trainer.launch_plan(params, repo=repo, data_commit=commit or "main",
+                                      artifact_root=artifact_root(launcher),
+                                      run_key=f"{dag_run.dag_id}/{dag_run.run_id}", endpoint=lakefs_endpoint())
+        print(f"plan: {planned}")
+        return planned
 
     plan = validate()
     train = StepOperator(
         task_id="train", module="tasks.training.pretrain", args=plan["args"], step_resources=plan["resources"],
-        launcher="{{ params.launcher or '' }}", lakefs=True, mlflow=True,
+        launcher="{{ '' if params.launcher == 'platform' else params.launcher }}", lakefs=True, mlflow=True,
     )
 
     @task(outlets=[PRETRAINED])

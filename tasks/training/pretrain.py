@@ -20,6 +20,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from tasks.common.versioned_data import LakeFSEndpoint
 from tasks.training.checkpoint import CheckpointUnusable
 from tasks.training.config import (
     BatchConfig,
@@ -107,9 +108,21 @@ def cli_args(settings: dict[str, Any], *, repo: str, data_commit: str, artifact_
     return args
 
 
-def validate_cli(args: list[str]) -> dict[str, Any]:
-    """Run every check of `validate` on a `run` command line; raises ConfigError naming the setting."""
-    return plan(parser().parse_args(["validate", *args[1:]]))
+def launch_plan(settings: dict[str, Any], *, repo: str, data_commit: str, artifact_root: str, run_key: str,
+                endpoint: LakeFSEndpoint) -> dict[str, Any]:
+    """What the `pretrain` DAG's train step runs: the checked command line (data commit pinned) and the resources
+    of its world (`nodes` pods of TP x PP x DP / nodes ranks each). Raises ConfigError naming the bad setting."""
+    world = settings["tensor_parallel"] * settings["pipeline_parallel"] * settings["data_parallel"]
+    if world % settings["nodes"]:
+        raise ConfigError(f"nodes: world size {world} (tensor_parallel x pipeline_parallel x data_parallel) is not "
+                          f"divisible by nodes={settings['nodes']}")
+    args = cli_args(settings, repo=repo, data_commit=data_commit, artifact_root=artifact_root, run_key=run_key)
+    checked = plan(parser().parse_args(["validate", *args[1:]]), endpoint)
+    args[args.index("--data-commit") + 1] = checked["data_commit"]  # pinned: a later publish cannot move it
+    gpus = settings["gpus_per_node"]
+    resources = {"cpu": "8" if gpus else "2", "memory": "64Gi" if gpus else "8Gi", "gpus": gpus,
+                 "nodes": settings["nodes"], "processes_per_node": world // settings["nodes"]}
+    return {"args": args, "resources": resources, "plan": checked}
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
@@ -126,13 +139,12 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def plan(args: argparse.Namespace) -> dict[str, Any]:
+def plan(args: argparse.Namespace, endpoint: LakeFSEndpoint) -> dict[str, Any]:
     """Every check that needs no training: settings, then the dataset at the commit against the model."""
-    from tasks.common.versioned_data import LakeFSEndpoint
     from tasks.training.data import published_info
 
     cfg = train_config(args)  # settings alone first: a bad Param is named before touching lakeFS
-    info = published_info(LakeFSEndpoint.from_env(), args.repo, args.data_commit)
+    info = published_info(endpoint, args.repo, args.data_commit)
     info.check_model(cfg.model)
     return {"data_commit": info.commit, "vocab_size": info.vocab_size, "train_tokens": info.train_tokens,
             "world_size": cfg.parallel.world_size, "config_hash": cfg.compatibility_hash(),
@@ -152,7 +164,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from megatron.core import package_info
 
     from tasks.common.tracking import Tracker
-    from tasks.common.versioned_data import LakeFSEndpoint
     from tasks.training import distributed
     from tasks.training.checkpoint import CheckpointStore
     from tasks.training.data import build_datasets, fetch
@@ -227,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.verb == "validate":
-            say(json.dumps(plan(args), sort_keys=True))
+            say(json.dumps(plan(args, LakeFSEndpoint.from_env()), sort_keys=True))
         else:
             result = run(args)
             if int(os.environ.get("RANK", "0")) == 0:

@@ -81,3 +81,11 @@ def test_learning_rate_warms_up_linearly_then_decays_to_the_floor():
     assert [learning_rate(s, optim, 20) for s in range(4)] == [0.25, 0.5, 0.75, 1.0]
     decay = [learning_rate(s, optim, 20) for s in range(4, 21)]
     assert decay == sorted(decay, reverse=True) and decay[-1] == pytest.approx(0.1)
+
+
+def test_ranks_that_do_not_split_over_the_nodes_are_refused_before_lakefs_is_asked():
+    from tasks.training.pretrain import PASSED_SETTINGS, launch_plan
+
+    settings = {name: 1 for name in PASSED_SETTINGS} | {"data_parallel": 2, "nodes": 3, "gpus_per_node": 1}
+    with pytest.raises(ConfigError, match=r"^nodes: world size 2 .* not divisible by nodes=3"):
+        launch_plan(settings, repo="corpus", data_commit="main", artifact_root="/data", run_key="r", endpoint=None)
