@@ -134,3 +134,23 @@ def build_gpt(model: ModelConfig, parallel: ParallelConfig, dtype: torch.dtype =
         for layer in gpt.decoder.layers:
             layer.compile()
     return gpt
+
+
+def clip_grad_norm_foreach(model: torch.nn.Module, max_norm: float, tp_group: object | None) -> torch.Tensor:
+    """The trainer's global grad norm (TP duplicates counted once) and clipping, without a host sync.
+
+    One foreach norm over all grads replaces an fp32 copy plus two kernels per parameter, and the clip factor stays
+    on the device (a multiply by 1 when under max_norm), so the step is queued without waiting for the norm: 4.7 ms
+    of a 278 ms step of the 1b preset on an H100 (docs/benchmarks.md). Returns the norm before clipping, 0-dim.
+    """
+    from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    owned = [p.grad for p in model.parameters() if p.grad is not None and param_is_not_tensor_parallel_duplicate(p)]
+    squares = torch.stack(torch._foreach_norm(owned, 2, dtype=torch.float32)).square().sum()
+    if tp_group is not None and torch.distributed.get_world_size(tp_group) > 1:
+        torch.distributed.all_reduce(squares, group=tp_group)
+    norm = squares.sqrt()
+    if max_norm > 0:
+        torch._foreach_mul_(grads, (max_norm / (norm + 1e-6)).clamp(max=1.0))
+    return norm
