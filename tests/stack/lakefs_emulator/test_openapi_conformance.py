@@ -65,7 +65,8 @@ class Exchange:
 
 
 class Recorder:
-    """ASGI middleware that keeps a copy of each exchange."""
+    """ASGI middleware that keeps a copy of each exchange, complete by the time the client has the whole answer
+    (recorded as it is sent, not after the app returns, which may be after the scenario has finished)."""
 
     def __init__(self, app) -> None:  # noqa: ANN001
         self.app = app
@@ -77,6 +78,7 @@ class Recorder:
             return
         exchange = Exchange(scope["method"], scope["path"], scope["query_string"].decode(),
                             {k.decode(): v.decode() for k, v in scope["headers"]})
+        self.exchanges.append(exchange)
 
         async def recv():  # noqa: ANN202
             message = await receive()
@@ -85,6 +87,8 @@ class Recorder:
 
         async def snd(message) -> None:  # noqa: ANN001
             if message["type"] == "http.response.start":
+                route = scope.get("route")
+                exchange.route_path = route.path if route is not None else None
                 exchange.status = message["status"]
                 exchange.response_headers = {k.decode(): v.decode() for k, v in message["headers"]}
             elif message["type"] == "http.response.body":
@@ -92,9 +96,6 @@ class Recorder:
             await send(message)
 
         await self.app(scope, recv, snd)
-        route = scope.get("route")
-        exchange.route_path = route.path if route is not None else None
-        self.exchanges.append(exchange)
 
 
 @pytest.fixture(scope="module")
