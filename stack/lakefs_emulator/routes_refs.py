@@ -88,18 +88,20 @@ class BranchProtectionRule(BaseModel):
     pattern: str
 
 
-def change_to_api(path: str, is_prefix: bool, change: Change | None) -> dict:
+def change_to_api(path: str, is_prefix: bool, change: Change | None, uncommitted: bool) -> dict:
+    """A removal is sized by what lakeFS reads it from: the removed entry in a diff of commits, the staged
+    tombstone (size 0) in a branch's uncommitted changes."""
     if is_prefix or change is None:
         return {"type": "prefix_changed", "path": path, "path_type": "common_prefix"}
-    sized = change.right or change.left
+    sized = None if uncommitted and change.type == "removed" else change.right or change.left
     return {"type": change.type, "path": path, "path_type": "object", "size_bytes": sized.size if sized else 0}
 
 
-def diff_page(changes: list[Change], after: str | None, amount: int | None, prefix: str, delimiter: str | None
-              ) -> dict:
+def diff_page(changes: list[Change], after: str | None, amount: int | None, prefix: str, delimiter: str | None,
+              uncommitted: bool = False) -> dict:
     by_path = {change.path: change for change in changes}
     grouped = group_by_delimiter(by_path, prefix or "", delimiter)
-    items = [change_to_api(path, is_prefix, by_path.get(path)) for path, is_prefix in grouped]
+    items = [change_to_api(path, is_prefix, by_path.get(path), uncommitted) for path, is_prefix in grouped]
     return page(items, lambda item: item["path"], after, amount)
 
 
@@ -116,7 +118,8 @@ def refs_router(v: Versioning) -> APIRouter:  # noqa: C901 - one closure per rou
 
     @router.post("/repositories", status_code=201)
     def create_repository(body: RepositoryCreation, bare: bool = False) -> dict:
-        return store.create_repo(body.name, body.storage_namespace, body.default_branch, bare).to_api()
+        return store.create_repo(body.name, body.storage_namespace, body.default_branch, bare,
+                                 body.storage_id).to_api()
 
     @router.get(_REPO)
     def get_repository(repository: str) -> dict:
@@ -150,12 +153,13 @@ def refs_router(v: Versioning) -> APIRouter:  # noqa: C901 - one closure per rou
     @router.get(_REPO + "/branches")
     def list_branches(repository: str, prefix: str = "", after: str | None = None, amount: int | None = None,
                       show_hidden: bool = False) -> dict:
-        refs = [{"id": n, "commit_id": c} for n, c in store.branches(repository) if n.startswith(prefix)]
+        refs = [{"id": n, "commit_id": c} for n, c in store.branches(repository, show_hidden)
+                if n.startswith(prefix)]
         return page(refs, lambda r: r["id"], after, amount)
 
     @router.post(_REPO + "/branches", status_code=201)
     def create_branch(repository: str, body: BranchCreation) -> PlainTextResponse:
-        head = store.create_branch(repository, body.name, body.source)
+        head = store.create_branch(repository, body.name, body.source, body.hidden)
         return PlainTextResponse(head, status_code=201, media_type="text/html")
 
     @router.get(_REPO + "/branches/{branch}")
@@ -186,7 +190,7 @@ def refs_router(v: Versioning) -> APIRouter:  # noqa: C901 - one closure per rou
     @router.get(_REPO + "/branches/{branch}/diff")
     def diff_branch(repository: str, branch: str, after: str | None = None, amount: int | None = None,
                     prefix: str = "", delimiter: str | None = None) -> dict:
-        return diff_page(v.uncommitted(repository, branch), after, amount, prefix, delimiter)
+        return diff_page(v.uncommitted(repository, branch), after, amount, prefix, delimiter, uncommitted=True)
 
     # commits
     @router.post(_REPO + "/branches/{branch}/commits", status_code=201)
@@ -253,7 +257,9 @@ def refs_router(v: Versioning) -> APIRouter:  # noqa: C901 - one closure per rou
 
     @router.post(_REPO + "/branches/{branch}/cherry-pick", status_code=201)
     def cherry_pick(repository: str, branch: str, body: CherryPickCreation) -> dict:
-        picked: Commit = v.cherry_pick(repository, branch, body.ref, body.parent_number)
+        overrides = body.commit_overrides or CommitOverrides()
+        picked: Commit = v.cherry_pick(repository, branch, body.ref, body.parent_number, overrides.message,
+                                       overrides.metadata)
         return picked.to_api()
 
     # tags

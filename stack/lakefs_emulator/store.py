@@ -23,6 +23,8 @@ REPO_NAME_RULE = re.compile(r"^[a-z0-9][a-z0-9-]{2,62}$")
 BRANCH_NAME_RULE = re.compile(r"^\w[-\w]*$", re.ASCII)
 TAG_NAME_RULE = re.compile(r"^[^\s~^:?*\[\\@]+$")
 NAMESPACE_RULE = re.compile(r"^(s3|gs|https?|mem|local|transient)://.*$")
+# lakeFS with one blockstore configured knows one storage id, the empty string; any other is refused.
+STORAGE_ID = ""
 _REF_MODIFIER = re.compile(r"(~\d*|\^\d*)$")
 _HEX = re.compile(r"^[0-9a-f]{6,64}$")
 
@@ -32,7 +34,8 @@ CREATE TABLE IF NOT EXISTS repos (name TEXT PRIMARY KEY, storage_namespace TEXT 
 CREATE TABLE IF NOT EXISTS commits (repo TEXT, id TEXT, parents TEXT, committer TEXT, message TEXT,
     creation_date INTEGER, meta_range_id TEXT, metadata TEXT, generation INTEGER, PRIMARY KEY (repo, id));
 CREATE TABLE IF NOT EXISTS ranges (id TEXT, path TEXT, entry TEXT NOT NULL, PRIMARY KEY (id, path));
-CREATE TABLE IF NOT EXISTS branches (repo TEXT, name TEXT, commit_id TEXT, PRIMARY KEY (repo, name));
+CREATE TABLE IF NOT EXISTS branches (repo TEXT, name TEXT, commit_id TEXT, hidden INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (repo, name));
 CREATE TABLE IF NOT EXISTS tags (repo TEXT, name TEXT, commit_id TEXT, PRIMARY KEY (repo, name));
 CREATE TABLE IF NOT EXISTS staging (repo TEXT, branch TEXT, path TEXT, entry TEXT,
     PRIMARY KEY (repo, branch, path));
@@ -52,6 +55,7 @@ class Repo:
             "storage_namespace": self.storage_namespace,
             "default_branch": self.default_branch,
             "creation_date": self.creation_date,
+            "storage_id": STORAGE_ID,
             "read_only": False,
         }
 
@@ -77,7 +81,14 @@ class Store:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
+        self._add_hidden_column()
         self._trees: dict[str, Tree] = {}
+
+    def _add_hidden_column(self) -> None:
+        """Data directories written before hidden branches existed get the column, every branch visible."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(branches)")}
+        if "hidden" not in columns:
+            self._db.execute("ALTER TABLE branches ADD COLUMN hidden INTEGER NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         with self._lock:
@@ -102,18 +113,23 @@ class Store:
         return self._db.execute(sql, args).fetchone()
 
     # repositories
-    def create_repo(self, name: str, namespace: str, default_branch: str, bare: bool) -> Repo:
+    def create_repo(self, name: str, namespace: str, default_branch: str, bare: bool, storage_id: str | None = None
+                    ) -> Repo:
         require(REPO_NAME_RULE, name, "repository name")
         require(NAMESPACE_RULE, namespace, "storage_namespace")
         require(BRANCH_NAME_RULE, default_branch, "default_branch")
         with self.transaction():
             if self._one("SELECT 1 FROM repos WHERE name=?", name):
                 raise Conflict(f"repository {name!r} already exists")
+            if storage_id not in (None, STORAGE_ID):
+                raise BadRequest(f"storage id: invalid value {storage_id!r}: this server has one blockstore, "
+                                 f"storage id {STORAGE_ID!r}")
             now = int(time.time())
             self._db.execute("INSERT INTO repos VALUES (?,?,?,?,'[]')", (name, namespace, default_branch, now))
             if not bare:
                 first = self.add_commit(name, [], "Repository created", {}, {}, now)
-                self._db.execute("INSERT INTO branches VALUES (?,?,?)", (name, default_branch, first.id))
+                self._db.execute("INSERT INTO branches (repo, name, commit_id) VALUES (?,?,?)",
+                                 (name, default_branch, first.id))
         return Repo(name, namespace, default_branch, now)
 
     def repo(self, name: str) -> Repo:
@@ -198,19 +214,21 @@ class Store:
             raise NotFound(f"branch {branch!r} not found in repository {repo!r}")
         return row[0]
 
-    def branches(self, repo: str) -> list[tuple[str, str]]:
+    def branches(self, repo: str, show_hidden: bool = False) -> list[tuple[str, str]]:
+        """Branches by name; hidden ones (the SDK's transaction branches) only when asked for, as in lakeFS."""
         with self._lock:
             self.repo(repo)
             return self._db.execute(
-                "SELECT name, commit_id FROM branches WHERE repo=? ORDER BY name", (repo,)).fetchall()
+                "SELECT name, commit_id FROM branches WHERE repo=? AND (hidden=0 OR ?) ORDER BY name",
+                (repo, show_hidden)).fetchall()
 
-    def create_branch(self, repo: str, name: str, source: str) -> str:
+    def create_branch(self, repo: str, name: str, source: str, hidden: bool = False) -> str:
         require(BRANCH_NAME_RULE, name, "branch name")
         with self.transaction():
             head = self.resolve(repo, source).commit_id
             if self._one("SELECT 1 FROM branches WHERE repo=? AND name=?", repo, name):
                 raise Conflict(f"branch {name!r} already exists in repository {repo!r}")
-            self._db.execute("INSERT INTO branches VALUES (?,?,?)", (repo, name, head))
+            self._db.execute("INSERT INTO branches VALUES (?,?,?,?)", (repo, name, head, hidden))
         return head
 
     def move_branch(self, repo: str, branch: str, cid: str) -> None:
@@ -243,7 +261,7 @@ class Store:
         with self.transaction():
             cid = self.resolve(repo, ref).commit_id
             if not force and self._one("SELECT 1 FROM tags WHERE repo=? AND name=?", repo, name):
-                raise Conflict(f"tag {name!r} already exists in repository {repo!r}")
+                raise Conflict(f"tag already exists: {name!r} in repository {repo!r}")
             self._db.execute("INSERT OR REPLACE INTO tags VALUES (?,?,?)", (repo, name, cid))
         return cid
 

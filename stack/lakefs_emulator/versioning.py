@@ -12,6 +12,11 @@ from .merge import Change, Strategy, diff_trees, three_way
 from .model import Commit, Tree
 from .store import Store
 
+# Keys lakeFS (graveler) adds to the commits it makes for merges and cherry-picks.
+MERGE_STRATEGY_KEY = ".lakefs.merge.strategy"
+CHERRY_PICK_ORIGIN_KEY = "cherry-pick-origin"
+CHERRY_PICK_COMMITTER_KEY = "cherry-pick-committer"
+
 
 class Versioning:
     def __init__(self, store: Store) -> None:
@@ -132,24 +137,24 @@ class Versioning:
             dest = self.store.branch_head(repo, dest_branch)
             self._require_clean(repo, dest_branch, f"merge {source_ref!r} into {dest_branch!r}")
             base = self.merge_base(repo, source, dest)
-            dest_tree = self.store.commit_tree(repo, dest)
-            outcome = three_way(
-                self.store.commit_tree(repo, base) if base else {},
-                self.store.commit_tree(repo, source),
-                dest_tree,
-                strategy,
-            )
+            base_range = self.store.commit(repo, base).meta_range_id if base else ""
+            source_range = self.store.commit(repo, source).meta_range_id
+            if source_range == base_range and not allow_empty:
+                # graveler's rule: the source brings nothing since the merge base (already merged, an ancestor,
+                # or only empty commits). A source whose tree merely equals the destination's is merged.
+                raise BadRequest(f"merge {source_ref!r} into {dest_branch!r}: no changes since their merge base "
+                                 f"{base}; pass allow_empty to record a merge commit anyway")
+            outcome = three_way(self.store.tree(base_range), self.store.tree(source_range),
+                                self.store.commit_tree(repo, dest), strategy)
             if outcome.conflicts:
                 raise Conflict(
                     f"conflict found merging {source_ref!r} into {dest_branch!r} in repository {repo!r}: "
                     f"paths changed on both sides: {', '.join(outcome.conflicts[:20])}"
                 )
-            if outcome.tree == dest_tree and not allow_empty:
-                raise BadRequest(f"merge {source_ref!r} into {dest_branch!r}: no changes")
             parents = [dest] if squash else [dest, source]
             merged = self.store.add_commit(
-                repo, parents, message or f"Merge '{source_ref}' into '{dest_branch}'", metadata, outcome.tree,
-                int(time.time()),
+                repo, parents, message or f"Merge '{source_ref}' into '{dest_branch}'",
+                {**metadata, MERGE_STRATEGY_KEY: strategy or "default"}, outcome.tree, int(time.time()),
             )
             self.store.move_branch(repo, dest_branch, merged.id)
         return merged
@@ -163,31 +168,41 @@ class Versioning:
             self.check_writable(repo, branch)
             self._require_clean(repo, branch, f"revert {ref!r}")
             target = self.store.commit(repo, self.store.resolve(repo, ref).commit_id)
-            parent_tree = self._parent_tree(repo, target, parent_number, ref)
-            return self._apply(repo, branch, self.store.tree(target.meta_range_id), parent_tree, allow_empty,
+            parent_tree = self.store.tree(self._parent_range(repo, target, parent_number, ref))
+            return self._apply(repo, branch, self.store.tree(target.meta_range_id), parent_tree, not allow_empty,
                                message or f"Revert {ref}", metadata or {}, f"revert {ref!r}")
 
-    def cherry_pick(self, repo: str, branch: str, ref: str, parent_number: int | None) -> Commit:
+    def cherry_pick(
+        self, repo: str, branch: str, ref: str, parent_number: int | None,
+        message: str | None, metadata: dict[str, str] | None,
+    ) -> Commit:
+        """Apply the changes a commit made (relative to one parent) as a new commit on branch. As in lakeFS the
+        copy keeps the commit's message and metadata (unless overridden) and records where it came from."""
         with self.store.transaction():
             self.check_writable(repo, branch)
             self._require_clean(repo, branch, f"cherry-pick {ref!r}")
             target = self.store.commit(repo, self.store.resolve(repo, ref).commit_id)
-            parent_tree = self._parent_tree(repo, target, parent_number or 0, ref)
-            return self._apply(repo, branch, parent_tree, self.store.tree(target.meta_range_id), False,
-                               target.message, target.metadata, f"cherry-pick {ref!r}")
+            parent_range = self._parent_range(repo, target, parent_number or 0, ref)
+            if parent_range == target.meta_range_id:
+                raise BadRequest(f"cherry-pick {ref!r} on branch {branch!r}: no changes (the commit changed nothing)")
+            kept = target.metadata if metadata is None else metadata
+            origin = {CHERRY_PICK_ORIGIN_KEY: target.id, CHERRY_PICK_COMMITTER_KEY: target.committer}
+            return self._apply(repo, branch, self.store.tree(parent_range), self.store.tree(target.meta_range_id),
+                               False, message or target.message, {**kept, **origin}, f"cherry-pick {ref!r}")
 
-    def _parent_tree(self, repo: str, target: Commit, parent_number: int, ref: str) -> Tree:
+    def _parent_range(self, repo: str, target: Commit, parent_number: int, ref: str) -> str:
+        """The metarange of the parent a revert or cherry-pick diffs against ("" for a root commit)."""
         if len(target.parents) > 1 and not 1 <= parent_number <= len(target.parents):
             raise BadRequest(f"ref {ref!r} is a merge commit: parent_number must be 1..{len(target.parents)}")
         if len(target.parents) <= 1 and parent_number > 1:
             raise BadRequest(f"ref {ref!r} has {len(target.parents)} parent(s): parent_number {parent_number} "
                              "is out of range")
         if not target.parents:
-            return {}
-        return self.store.commit_tree(repo, target.parents[max(parent_number, 1) - 1])
+            return ""
+        return self.store.commit(repo, target.parents[max(parent_number, 1) - 1]).meta_range_id
 
     def _apply(
-        self, repo: str, branch: str, base: Tree, source: Tree, allow_empty: bool,
+        self, repo: str, branch: str, base: Tree, source: Tree, refuse_unchanged: bool,
         message: str, metadata: dict[str, str], action: str,
     ) -> Commit:
         head = self.store.branch_head(repo, branch)
@@ -196,7 +211,7 @@ class Versioning:
         if outcome.conflicts:
             raise Conflict(f"{action} on branch {branch!r} in repository {repo!r}: conflict found at "
                            f"{', '.join(outcome.conflicts[:20])}")
-        if outcome.tree == head_tree and not allow_empty:
+        if outcome.tree == head_tree and refuse_unchanged:
             raise BadRequest(f"{action} on branch {branch!r}: no changes")
         created = self.store.add_commit(repo, [head], message, metadata, outcome.tree, int(time.time()))
         self.store.move_branch(repo, branch, created.id)
