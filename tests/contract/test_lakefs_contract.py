@@ -9,13 +9,7 @@ import lakefs_sdk
 import pytest
 from lakefs import exceptions as errs
 
-
-def committed_branch(repo: lakefs.Repository, name: str, files: dict[str, bytes]) -> lakefs.Branch:
-    branch = repo.branch(name).create(repo.properties.default_branch)
-    for path, data in files.items():
-        branch.object(path).upload(data)
-    branch.commit(f"write {', '.join(files)}")
-    return branch
+from tests.contract.branches import committed_branch
 
 
 def test_checksums_are_hex_md5_and_reads_at_a_commit_are_stable(repo: lakefs.Repository) -> None:

@@ -12,14 +12,7 @@ from lakefs import exceptions as errs
 from lakefs.models import RepositoryProperties
 
 from tasks.common.versioned_data import LakeFSEndpoint
-
-
-def committed_branch(repo: lakefs.Repository, name: str, files: dict[str, bytes]) -> lakefs.Branch:
-    branch = repo.branch(name).create("main")
-    for path, data in files.items():
-        branch.object(path).upload(data)
-    branch.commit(f"write {', '.join(files)} on {name}")
-    return branch
+from tests.contract.branches import committed_branch
 
 
 def branch_gone(repo: lakefs.Repository, name: str) -> bool:
@@ -122,6 +115,7 @@ def test_merge_no_changes_is_decided_by_the_commit_graph(repo: lakefs.Repository
     left_head, right_head = left.get_commit().id, right.get_commit().id
     merged = repo.commit(right.merge_into(left)).get_commit()
     assert merged.parents == [left_head, right_head] and list(repo.ref(left_head).diff(merged.id)) == []
+    assert merged.metadata == {".lakefs.merge.strategy": "default"}  # graveler records the strategy used
     with pytest.raises(errs.BadRequestException, match="no changes"):
         right.merge_into(left)
     assert len(repo.commit(right.merge_into(left, allow_empty=True)).get_commit().parents) == 2

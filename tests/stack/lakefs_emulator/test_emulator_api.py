@@ -189,6 +189,17 @@ def test_tags_and_revert(repo: lakefs.Repository) -> None:
         repo.tag("v1.0").get_commit()
 
 
+def test_cherry_pick_overrides_replace_message_and_metadata_but_not_its_origin(repo: lakefs.Repository,
+                                                                              emulator) -> None:  # noqa: ANN001
+    feature = repo.branch("f").create("main")
+    feature.object("f").upload(b"f")
+    origin = feature.commit("add f", metadata={"a": "1"}).get_commit()
+    answer = http(emulator).post(f"/repositories/{repo.id}/branches/main/cherry-pick", json={
+        "ref": origin.id, "commit_overrides": {"message": "picked", "metadata": {"b": "2"}}}).json()
+    assert answer["message"] == "picked"
+    assert answer["metadata"] == {"b": "2", "cherry-pick-origin": origin.id, "cherry-pick-committer": "admin"}
+
+
 def test_branch_protection_refuses_direct_writes_but_allows_merges(repo: lakefs.Repository,
                                                                   client: lakefs.Client) -> None:
     api = client.sdk_client.repositories_api

@@ -127,6 +127,8 @@ def drive_every_endpoint(url: str) -> None:
     repo = lakefs.Repository("spec-repo", client=client).create(storage_namespace="local://spec")
     raw.post("/repositories", json={"name": "spec-repo", "storage_namespace": "local://spec"})  # 409
     raw.post("/repositories", params={"bare": "true"}, json={"name": "bare-repo", "storage_namespace": "local://b"})
+    raw.post("/repositories", json={"name": "other-repo", "storage_namespace": "local://o",
+                                    "storage_id": "no-such-store"})  # 400
     list(lakefs.repositories(client=client))
     raw.get("/repositories/spec-repo/metadata")
     raw.get("/repositories/missing-repo")  # 404
@@ -137,6 +139,8 @@ def drive_every_endpoint(url: str) -> None:
     branch = repo.branch("feature").create("main")
     raw.post("/repositories/spec-repo/branches", json={"name": "feature", "source": "main"})  # 409
     list(repo.branches())
+    repo.branch("tx-hidden").create("main", hidden=True)
+    list(repo.branches(show_hidden=True))
     branch.object("data/a.csv").upload(b"a,b\n1,2\n", content_type="text/csv", metadata={"k": "v"})
     raw.post("/repositories/spec-repo/branches/feature/objects", params={"path": "form.txt"},
              files={"content": ("form.txt", b"multipart", "text/plain")})
@@ -172,6 +176,10 @@ def drive_every_endpoint(url: str) -> None:
     branch.commit("change a")
     branch.revert("feature")
     branch.cherry_pick("feature~1")
+    picked = raw.post("/repositories/spec-repo/branches/feature/cherry-pick",
+                      json={"ref": "feature~2", "commit_overrides": {"message": "picked", "metadata": {"k": "v"}}})
+    assert picked.status_code == 201, picked.text
+    branch.merge_into(repo.branch("main"), allow_empty=True)
     raw.put("/repositories/spec-repo/branches/feature/hard_reset", params={"ref": first.id})
     repo.tag("v1").delete()
     branch.delete()
