@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -203,7 +204,7 @@ def to_hf_llama(state_dict: dict[str, Any], model_cfg: ModelConfig, tokenizer_di
     if missing:
         raise FileNotFoundError(f"tokenizer_dir: {tokenizer_dir} lacks {missing}; pass the tokenizer/ folder that "
                                 "curation published with the training data")
-    weights = {name: tensor.detach().to(dtype).contiguous() for name, tensor in
+    weights = {name: tensor.detach().to(device="cpu", dtype=dtype).contiguous() for name, tensor in
                hf_llama_weights(state_dict, model_cfg).items()}
     partial = out_dir.with_name(f".{out_dir.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -223,7 +224,6 @@ def fetch_tokenizer(repo: str, commit: str, destination: Path) -> Path:
     from tasks.training.data import TOKENIZED
 
     versioned = VersionedRepo(LakeFSEndpoint.from_env(), repo)
-    destination.mkdir(parents=True, exist_ok=True)
     for name in TOKENIZER_FILES:
         (destination / name).write_bytes(versioned.get_object(commit, f"{TOKENIZED}tokenizer/{name}"))
     return destination
@@ -245,11 +245,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     began = time.perf_counter()
     state, manifest = load_full_state(args.checkpoint)
-    tokenizer_dir = args.tokenizer_dir or fetch_tokenizer(
-        manifest["data_repo"], manifest["data_commit"], args.out.with_name(f".{args.out.name}.tokenizer"))
-    out = to_hf_llama(state, ModelConfig(**manifest["config"]["model"]), tokenizer_dir, args.out, DTYPES[args.dtype])
-    if args.tokenizer_dir is None:
-        shutil.rmtree(tokenizer_dir)
+    with tempfile.TemporaryDirectory(prefix="tokenizer-") as scratch:
+        tokenizer_dir = args.tokenizer_dir or fetch_tokenizer(manifest["data_repo"], manifest["data_commit"],
+                                                              Path(scratch))
+        out = to_hf_llama(state, ModelConfig(**manifest["config"]["model"]), tokenizer_dir, args.out,
+                          DTYPES[args.dtype])
     result = {"hf_dir": str(out.resolve()), "step": manifest["step"], "preset": manifest["config"]["model"]["preset"],
               "data_repo": manifest.get("data_repo"), "data_commit": manifest.get("data_commit"),
               "dtype": args.dtype, "seconds": round(time.perf_counter() - began, 1)}
