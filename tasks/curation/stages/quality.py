@@ -4,6 +4,14 @@ Each rule is one small function with its own reason `quality:<rule>`, so a quara
 which threshold a document broke. Rules run cheapest first and the first failure drops the record.
 Line-ending punctuation is measured per paragraph (blank-line separated) rather than per line because
 wrapped prose, e.g. a docstring, ends most physical lines mid-sentence.
+
+Technical documents embed code blocks, inline code, identifiers and URLs in their prose. The rules that judge
+natural language (word length, symbols, letters, stop words, punctuation, repeated phrases) measure the prose
+only (`TextStats.prose`), so a URL is not one 80-letter word and `sync_to_async` said five times is not
+spam; the rules about the document's shape (length, digits, lines) still see all of it. Line-fraction rules
+need `min_lines` lines: one line that starts with "- " is a sentence, not a list-only page, and a fraction of
+one line is not a statistic. Measured on `tests/tasks/curation/data/reference_corpus.jsonl` by
+`bench/curation_false_drops.py`.
 """
 
 from __future__ import annotations
@@ -21,6 +29,24 @@ _WORD_EDGES = re.compile(r"^\W+|\W+$")
 _BULLET = re.compile(r"^\s*(?:[-*•‣◦●▪]|\d+[.)])\s")
 _ELLIPSIS = ("...", "…")
 _TERMINAL = (".", "!", "?", '"', "'", ":", ")", "»", "”", "。")
+# A fence left open runs to the end of the document, as markdown renders it.
+_FENCED_CODE = re.compile(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
+_INLINE_CODE = re.compile(r"(`{1,2})[^`\n]+?\1")
+_URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]")
+_MARKDOWN_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\s]*\)")
+_RST_LINK = re.compile(r"`([^`<\n]+?)(?:\s*<[^>\n]*>)?`_{1,2}")
+_DOCTEST = re.compile(r"^[ \t]*(?:>>>|\.\.\.)(?: |$)")
+_ENDS_IN_CODE_OR_URL = re.compile(r"(?:(`{1,2})[^`\n]+\1|(?:https?://|www\.)\S+)$")
+# Hashtags, not '#' in markdown headings, "# comments" or issue numbers such as (#123).
+_HASHTAG = re.compile(r"(?<![\w&#])#[^\W\d]")
+# Identifier-like tokens: snake_case, dotted.names, calls(), CamelCase with an inner capital.
+_IDENTIFIER = re.compile(r"_|\w\.\w|\(\)|[a-z][A-Z]")
+_SENTENCE_END = re.compile(r"[.!?:;][\"')\]*_]*(?:\s|$)")
+_TRAILING_MARKUP = "*_`~]>-"
+# Markdown structure at the start of a line (heading hashes, quote and list markers): layout, not words.
+_LINE_MARKUP = re.compile(r"^[ \t]*(?:#{1,6}|>|[-*+•]|\d+[.)])[ \t]+", re.MULTILINE)
+# A line this short without terminal punctuation is a heading: structure, not an unfinished sentence.
+_HEADING_WORDS = 8
 
 
 @dataclass(frozen=True)
@@ -34,13 +60,20 @@ class QualityConfig:
     min_punctuated_paragraph_fraction: float = 0.2
     max_duplicate_line_fraction: float = 0.3
     max_top_ngram_fraction: dict[int, float] = field(default_factory=lambda: {2: 0.2, 3: 0.18, 4: 0.16})
+    min_ngram_repeats: int = 3
+    min_ngram_words: int = 50
+    min_lines: int = 3
     max_bullet_line_fraction: float = 0.9
     max_ellipsis_line_fraction: float = 0.3
     min_alpha_word_fraction: float = 0.8
     min_stop_words: int = 2
-    stop_words: tuple[str, ...] = ("the", "be", "to", "of", "and", "that", "have", "with")
+    stop_words: tuple[str, ...] = ("the", "be", "to", "of", "and", "that", "have", "with", "a", "an", "is", "are",
+                                   "in", "on", "for", "it", "this", "as", "by", "from", "or", "not", "can", "you")
 
     def __post_init__(self) -> None:
+        if self.min_ngram_repeats < 2 or self.min_lines < 1:
+            raise ConfigError(f"need min_ngram_repeats >= 2 and min_lines >= 1, got {self.min_ngram_repeats}, "
+                              f"{self.min_lines}")
         if not 0 < self.min_words <= self.max_words:
             raise ConfigError(f"need 0 < min_words <= max_words, got {self.min_words}, {self.max_words}")
         if self.min_mean_word_length > self.max_mean_word_length:
@@ -71,8 +104,53 @@ class TextStats:
         return [line.strip() for line in self.text.split("\n") if line.strip()]
 
     @cached_property
+    def without_code_blocks(self) -> str:
+        return strip_literal_blocks(_FENCED_CODE.sub("", self.text))
+
+    @cached_property
+    def prose(self) -> str:
+        """The text without code blocks, inline code and URLs (links keep their words); all of it when
+        nothing else is left, so a document that is only code is still judged."""
+        prose = _RST_LINK.sub(r"\1", _MARKDOWN_LINK.sub(r"\1", self.without_code_blocks))
+        prose = _URL.sub("", _INLINE_CODE.sub("", prose))
+        return prose if prose.split() else self.text
+
+    @cached_property
+    def prose_raw_words(self) -> list[str]:
+        return _LINE_MARKUP.sub("", self.prose).split()
+
+    @cached_property
+    def prose_words(self) -> list[str]:
+        stripped = (_WORD_EDGES.sub("", word).lower() for word in self.prose_raw_words)
+        return [word for word in stripped if word]
+
+    @cached_property
     def paragraphs(self) -> list[str]:
-        return [block.strip() for block in self.text.split("\n\n") if block.strip()]
+        """Blank-line separated blocks outside code blocks; a block of list items counts each item."""
+        found: list[str] = []
+        for block in self.without_code_blocks.split("\n\n"):
+            items: list[str] = []
+            for line in block.strip().split("\n"):
+                if _BULLET.match(line) or not items:
+                    items.append(line.strip())
+                else:
+                    items[-1] += " " + line.strip()
+            found += [item for item in items if item]
+        return found
+
+
+def strip_literal_blocks(text: str) -> str:
+    """Without reStructuredText literal blocks (the indented lines after a line ending in "::") and doctest
+    lines (">>> ", "... "): the code of rst READMEs, as fences are markdown's."""
+    kept: list[str] = []
+    in_literal = False
+    for line in text.split("\n"):
+        if in_literal and (not line.strip() or line[:1] in (" ", "\t")):
+            continue
+        in_literal = line.rstrip().endswith("::")
+        if not _DOCTEST.match(line):
+            kept.append(line[:-1] if in_literal else line)
+    return "\n".join(kept)
 
 
 Rule = Callable[[TextStats, QualityConfig], str | None]
@@ -90,15 +168,16 @@ def word_count(stats: TextStats, config: QualityConfig) -> str | None:
 
 
 def mean_word_length(stats: TextStats, config: QualityConfig) -> str | None:
-    mean = sum(map(len, stats.words)) / len(stats.words)
+    words = stats.prose_words or stats.words
+    mean = sum(map(len, words)) / len(words)
     if not config.min_mean_word_length <= mean <= config.max_mean_word_length:
         return f"mean word length {mean:.2f} outside [{config.min_mean_word_length}, {config.max_mean_word_length}]"
     return None
 
 
 def symbol_ratio(stats: TextStats, config: QualityConfig) -> str | None:
-    symbols = stats.text.count("#") + sum(stats.text.count(mark) for mark in _ELLIPSIS)
-    ratio = _fraction(symbols, len(stats.raw_words))
+    symbols = len(_HASHTAG.findall(stats.prose)) + sum(stats.prose.count(mark) for mark in _ELLIPSIS)
+    ratio = _fraction(symbols, len(stats.prose_raw_words))
     if ratio > config.max_symbol_word_ratio:
         return f"'#'/ellipsis to word ratio {ratio:.3f} > {config.max_symbol_word_ratio}"
     return None
@@ -113,20 +192,24 @@ def digit_ratio(stats: TextStats, config: QualityConfig) -> str | None:
 
 
 def alpha_words(stats: TextStats, config: QualityConfig) -> str | None:
-    ratio = _fraction(sum(any(char.isalpha() for char in word) for word in stats.raw_words), len(stats.raw_words))
+    """Numbers are words in technical text (versions, dates); their share has its own rule, digit_ratio."""
+    words = stats.prose_raw_words
+    ratio = _fraction(sum(any(char.isalnum() for char in word) for word in words), len(words))
     if ratio < config.min_alpha_word_fraction:
-        return f"fraction of words with a letter {ratio:.3f} < {config.min_alpha_word_fraction}"
+        return f"fraction of words with a letter or digit {ratio:.3f} < {config.min_alpha_word_fraction}"
     return None
 
 
 def stop_words(stats: TextStats, config: QualityConfig) -> str | None:
-    found = len(set(stats.words) & set(config.stop_words))
+    found = len(set(stats.prose_words) & set(config.stop_words))
     if found < config.min_stop_words:
         return f"{found} distinct stop words < {config.min_stop_words} (looks like no natural language)"
     return None
 
 
 def bullet_lines(stats: TextStats, config: QualityConfig) -> str | None:
+    if len(stats.lines) < config.min_lines:
+        return None
     ratio = _fraction(sum(bool(_BULLET.match(line)) for line in stats.lines), len(stats.lines))
     if ratio > config.max_bullet_line_fraction:
         return f"bullet line fraction {ratio:.3f} > {config.max_bullet_line_fraction}"
@@ -134,14 +217,30 @@ def bullet_lines(stats: TextStats, config: QualityConfig) -> str | None:
 
 
 def ellipsis_lines(stats: TextStats, config: QualityConfig) -> str | None:
+    if len(stats.lines) < config.min_lines:
+        return None
     ratio = _fraction(sum(line.endswith(_ELLIPSIS) for line in stats.lines), len(stats.lines))
     if ratio > config.max_ellipsis_line_fraction:
         return f"ellipsis line fraction {ratio:.3f} > {config.max_ellipsis_line_fraction}"
     return None
 
 
+def is_heading(paragraph: str) -> bool:
+    return len(paragraph.split()) <= _HEADING_WORDS and not paragraph.rstrip(_TRAILING_MARKUP).endswith(_TERMINAL)
+
+
+def is_punctuated(paragraph: str) -> bool:
+    """Ends a sentence (past closing markup such as `**` or `_`), ends on the command or address the sentence
+    leads to ("install it with `pip install x`"), or holds a sentence end inside."""
+    paragraph = paragraph.rstrip()
+    return paragraph.rstrip(_TRAILING_MARKUP).endswith(_TERMINAL) or bool(
+        _ENDS_IN_CODE_OR_URL.search(paragraph) or _SENTENCE_END.search(paragraph[:-1]))
+
+
 def punctuation(stats: TextStats, config: QualityConfig) -> str | None:
-    ratio = _fraction(sum(p.endswith(_TERMINAL) for p in stats.paragraphs), len(stats.paragraphs))
+    """Share of non-heading paragraphs that are sentences; a document of headings only scores 0."""
+    paragraphs = [p for p in stats.paragraphs if not is_heading(p)]
+    ratio = _fraction(sum(map(is_punctuated, paragraphs)), len(paragraphs))
     if ratio < config.min_punctuated_paragraph_fraction:
         return f"paragraphs ending in punctuation {ratio:.3f} < {config.min_punctuated_paragraph_fraction}"
     return None
@@ -155,20 +254,26 @@ def duplicate_lines(stats: TextStats, config: QualityConfig) -> str | None:
     return None
 
 
-def top_ngram_fraction(words: list[str], n: int) -> float:
-    """Gopher: share of word characters covered by the most frequent n-gram (0 if none repeats)."""
-    if len(words) < n:
+def top_ngram_fraction(words: list[str], n: int, min_count: int = 2) -> float:
+    """Gopher: share of word characters covered by the most frequent n-gram (0 if none repeats `min_count`
+    times). N-grams holding an identifier do not compete: prose names its subject again and again."""
+    plain = [not _IDENTIFIER.search(word) for word in words]
+    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1) if all(plain[i:i + n]))
+    if not counts:
         return 0.0
-    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1))
     gram, count = counts.most_common(1)[0]
-    if count < 2:
+    if count < min_count:
         return 0.0
     return _fraction(count * sum(map(len, gram)), sum(map(len, words)))
 
 
 def repeated_ngrams(stats: TextStats, config: QualityConfig) -> str | None:
+    if len(stats.words) < config.min_ngram_words:
+        return None
+    words = [_WORD_EDGES.sub("", word) for word in stats.prose_raw_words]
+    words = [word if _IDENTIFIER.search(word) else word.lower() for word in words if word]
     for n, limit in sorted(config.max_top_ngram_fraction.items()):
-        ratio = top_ngram_fraction(stats.words, n)
+        ratio = top_ngram_fraction(words, n, config.min_ngram_repeats)
         if ratio > limit:
             return f"top {n}-gram covers {ratio:.3f} of characters > {limit}"
     return None
