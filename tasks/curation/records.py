@@ -22,6 +22,9 @@ TEXT_SUFFIXES = frozenset({".txt", ".md"})
 HTML_SUFFIXES = frozenset({".html", ".htm"})
 SUPPORTED_SUFFIXES = JSONL_SUFFIXES | TEXT_SUFFIXES | HTML_SUFFIXES
 REQUIRED_FIELDS = ("id", "text")
+# Deeper `meta` is no metadata anyone writes on purpose, and near the interpreter's recursion limit every
+# later json.dumps of the record would fail; such a line is quarantined at the door.
+MAX_META_DEPTH = 32
 
 
 class Record(TypedDict):
@@ -51,8 +54,12 @@ def make_record(record_id: str, text: str, source: str, meta: Mapping[str, Any] 
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
-    """The first `limit` characters, with undecodable bytes shown as `\\xNN` so the preview is valid UTF-8."""
-    return text[:limit].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    """The first `limit` characters, with undecodable bytes shown as `\\xNN` so the preview is valid UTF-8
+    (a lone surrogate that came as a JSON escape, e.g. "\\ud800", is shown as that escape)."""
+    try:
+        return text[:limit].encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:
+        return text[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def quarantine(record: Record, stage: str, reason: str, detail: str = "") -> QuarantineEntry:
@@ -98,6 +105,8 @@ def _parse_jsonl_line(line: str, default_source: str) -> tuple[Record | None, tu
         obj = json.loads(line)
     except json.JSONDecodeError as error:
         return None, ("malformed_json", f"not valid JSON ({error.msg} at column {error.colno})")
+    except RecursionError:
+        return None, ("malformed_json", "nested too deeply to parse")
     if not isinstance(obj, dict):
         return None, ("malformed_json", f"expected a JSON object, got {type(obj).__name__}")
     for field in REQUIRED_FIELDS:
@@ -109,10 +118,24 @@ def _parse_jsonl_line(line: str, default_source: str) -> tuple[Record | None, tu
     meta = obj.get("meta", {})
     if not isinstance(meta, dict):
         return None, ("invalid_field:meta", f"field 'meta' must be an object, got {type(meta).__name__}")
+    if nesting_depth(meta) > MAX_META_DEPTH:
+        return None, ("invalid_field:meta", f"field 'meta' is nested deeper than {MAX_META_DEPTH} levels")
     source = obj.get("source", default_source)
     if not isinstance(source, str):
         return None, ("invalid_field:source", f"field 'source' must be a string, got {type(source).__name__}")
     return make_record(obj["id"], obj["text"], source, meta), ("", "")
+
+
+def nesting_depth(value: Any) -> int:
+    """Depth of nested lists and objects, counted without recursion (1 for a flat object)."""
+    depth, level = 0, [value]
+    while level:
+        containers = [item for item in level if isinstance(item, (dict, list))]
+        if not containers:
+            break
+        depth += 1
+        level = [child for item in containers for child in (item.values() if isinstance(item, dict) else item)]
+    return depth
 
 
 def read_document(name: str, data: bytes, source: str | None = None) -> Record:

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from tasks.curation.records import QuarantineEntry, Record, quarantine
+from tasks.curation.records import PREVIEW_CHARS, QuarantineEntry, Record, quarantine
 
 ConfigT = TypeVar("ConfigT")
 
@@ -62,11 +62,15 @@ class Stage(ABC, Generic[ConfigT]):
         return cls(build_config(cls.config_type, settings, cls.name))
 
     def process(self, batch: list[Record]) -> list[Record]:
-        """Kept records in input order; dropped ones are counted by reason and quarantined."""
+        """Kept records in input order; dropped ones are counted by reason and quarantined. A record the
+        stage fails on is quarantined as `error:<exception>`: one odd record must not fail its shard."""
         kept: list[Record] = []
         for record in batch:
             self.counters["seen"] += 1
-            outcome = self.apply(record)
+            try:
+                outcome = self.apply(record)
+            except Exception as error:  # noqa: BLE001 - any failure is this record's, recorded with its reason
+                outcome = Drop(f"error:{type(error).__name__}", str(error)[:PREVIEW_CHARS])
             if isinstance(outcome, Drop):
                 self.counters["dropped"] += 1
                 self.counters[f"dropped:{outcome.reason}"] += 1

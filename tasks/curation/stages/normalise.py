@@ -19,7 +19,9 @@ from tasks.curation.records import Record
 from tasks.curation.stage import ConfigError, Drop, Stage
 
 REPLACEMENT_CHAR = "\ufffd"
-_INVALID_CHARS = re.compile("[\udc80-\udcff\ufffd]")
+# Undecodable bytes (U+DC80..U+DCFF from the reader) and any other lone surrogate, which only a JSON escape
+# such as "\\ud800" can put in a string and which no encoder downstream accepts.
+_INVALID_CHARS = re.compile("[\ud800-\udfff\ufffd]")
 # A lead byte of a 2/3-byte UTF-8 sequence read as cp1252, followed by a continuation byte read the same way.
 _MOJIBAKE_HINT = re.compile("[ÃÂâ][\u0080-\u00bf\u2018-\u203a\u20ac\u0152\u0153\u0160\u0161\u0178\u017d\u017e\u0192\u02c6\u02dc]")
 # Control and zero-width characters that carry no text (tab and newline are whitespace, kept for structure).

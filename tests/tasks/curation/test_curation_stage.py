@@ -39,3 +39,19 @@ def test_config_rejects_unknown_keys_naming_the_section() -> None:
 
 def test_config_turns_lists_into_tuples() -> None:
     assert build_config(_LengthConfig, {"tags": ["a"]}, "length").tags == ("a",)
+
+
+class _Fragile(Stage[_LengthConfig]):
+    name = "fragile"
+    config_type = _LengthConfig
+
+    def apply(self, record: Record) -> Record | Drop:
+        return {**record, "text": str(1 // len(record["text"]))}
+
+
+def test_a_record_the_stage_fails_on_is_quarantined_not_raised() -> None:
+    stage = _Fragile.from_settings({})
+    kept = stage.process([make_record("a", "x", "s"), make_record("b", "", "s")])
+    assert [r["id"] for r in kept] == ["a"]
+    assert stage.counters["dropped:error:ZeroDivisionError"] == 1
+    assert (stage.quarantine[0].id, stage.quarantine[0].detail) == ("b", "integer division or modulo by zero")
