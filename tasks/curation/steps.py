@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from tasks.common.versioned_data import LakeFSEndpoint, Lineage, VersionedRepo
+from tasks.common.versioned_data import LakeFSEndpoint, Lineage, RefNotFoundError, VersionedRepo
 from tasks.curation import pipeline, records
 
 LOOSE_FILES_PER_SHARD = 200
@@ -38,11 +38,23 @@ def log(message: str) -> None:
 # --- run bookkeeping -------------------------------------------------------------------------
 
 
+class RepositoryNotFoundError(ValueError):
+    """Curation reads an existing repository; creating one is the land step's job."""
+
+
 def open_run(endpoint: LakeFSEndpoint, repo: str, dag_id: str, run_id: str) -> dict[str, str]:
-    """Create (or, on retry, reuse) the run's branch; the input commit is the one the branch started from."""
+    """Create (or, on retry, reuse) the run's branch; the input commit is the one the branch started from.
+    A repository that does not exist is refused, not created: a typo in `repo` must not leave an empty
+    repository behind and fail later with "no raw files"."""
     versioned = VersionedRepo(endpoint, repo)
-    versioned.ensure(storage_namespace=f"local://{repo}")
-    branch = versioned.open_run_branch(dag_id, run_id)
+    try:
+        main = versioned.default_branch
+    except RefNotFoundError as error:
+        raise RepositoryNotFoundError(
+            f"lakeFS repository {repo!r} does not exist at {endpoint.url}; curate_corpus does not create "
+            f"repositories. Check the `repo` Param, or land raw files first: "
+            f"python -m tasks.curation.steps land --repo {repo} --source-dir <folder>") from error
+    branch = versioned.open_run_branch(dag_id, run_id, source=main)
     input_commit = next(
         c.id for c in versioned.log(branch) if (c.metadata or {}).get("run_id") != run_id
     )
@@ -301,7 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     tok.add_argument("--vocab-size", type=int, default=8000)
     tok.add_argument("--tokenizer", help="lakeFS path on main of a pinned tokenizer.json; absent or empty = train")
     tok.add_argument("--valid-fraction", type=float, default=0.05)
-    land_cmd = commands.add_parser("land", help="put a local folder of raw files on main (via a landing branch)")
+    land_cmd = commands.add_parser("land", help="put a local folder of raw files on main (via a landing branch); "
+                                   "creates the repository if it does not exist")
     land_cmd.add_argument("--repo", required=True)
     land_cmd.add_argument("--source-dir", type=Path, required=True)
     land_cmd.add_argument("--prefix", default="raw/")
