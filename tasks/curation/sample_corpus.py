@@ -71,6 +71,13 @@ PII_RECORDS: dict[str, tuple[str, dict[str, int], list[str]]] = {
         "The shipment tracking number 4111 1111 1111 1112 is not a payment card, because it fails the Luhn "
         "check, and it must stay in the text. The courier uses it to find the parcel in the depot and to "
         "tell the customer when it will arrive.", {}, ["4111 1111 1111 1112"]),
+    "dirty:pii-ssn-iban": (
+        "The payroll form that the office manager filled in last week lists the social security number "
+        "536-22-1234 for the new hire and 078 05 1120 for the contractor who joined the team in the spring. The "
+        "sample value 000-12-3456 that is printed on every blank copy of the form is not a real number and "
+        "never was. The monthly wages of the new hire go to the bank account DE89 3704 0044 0532 0130 00, and "
+        "the first attempt, with the typo DE89 3704 0044 0532 0130 01 in it, was rejected by the bank.",
+        {"US_SSN": 2, "IBAN": 1}, ["000-12-3456", "DE89 3704 0044 0532 0130 01"]),
     "dirty:pii-api-keys": (
         "Never commit credentials to the repository. The old deploy script had the access key "
         "AKIAIOSFODNN7EXAMPLE in it, the CI job printed the token "

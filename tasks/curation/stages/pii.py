@@ -1,9 +1,11 @@
 """Redact personal data and secrets with typed placeholders (`<EMAIL>`, `<PHONE>`, `<IP_ADDRESS>`,
-`<CREDIT_CARD>`, `<API_KEY>`); this stage never drops a record.
+`<CREDIT_CARD>`, `<API_KEY>`, `<IBAN>`, `<US_SSN>`, `<ES_NIF>`); this stage never drops a record.
 
-Detectors run in priority order and a character claimed by one is not looked at by the next. A 13-19
-digit run that fails the Luhn check is claimed but left as it is: it is not a card, and it must not be
-half-redacted as a phone number either. Counts per type go to `counters` (`redacted:<TYPE>`) and to the
+Detectors run in priority order and a character claimed by one is not looked at by the next. An identifier
+with a checksum or validity rule (`pii_checksums.py`: Luhn, IBAN mod 97, SSN ranges, NIF letter) that fails it
+is claimed but left as it is: it is not that identifier, and it must not be half-redacted as a phone number
+either. Presidio's pattern recognizers were measured against these on the same labelled set
+(`bench/pii.py`, docs/benchmarks.md). Counts per type go to `counters` (`redacted:<TYPE>`) and to the
 record's `meta["pii"]`.
 """
 
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 
 from tasks.curation.records import Record
 from tasks.curation.stage import ConfigError, Drop, Stage
+from tasks.curation.stages.pii_checksums import IBAN_LENGTHS, es_nif_valid, iban_valid, luhn_valid, ssn_valid
 
 Span = tuple[int, int]
 # A detector yields (start, end, redact?) for each match it claims.
@@ -44,15 +47,12 @@ _PHONE = re.compile(
     r"(?<![\w+])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)|\d{3})[ .-]\d{3}[ .-]\d{4}(?![\w-])"   # NANP-like
     r"|(?<![\w+])\+\d{1,3}(?:[ .-]\d{1,4}){2,5}(?![\w-])"                                # international
 )
-PLACEHOLDERS = {kind: f"<{kind}>" for kind in ("API_KEY", "EMAIL", "CREDIT_CARD", "IP_ADDRESS", "PHONE")}
-
-
-def luhn_valid(digits: str) -> bool:
-    total = 0
-    for position, char in enumerate(reversed(digits)):
-        value = int(char) * (2 if position % 2 else 1)
-        total += value - 9 if value > 9 else value
-    return total % 10 == 0
+# Separated as 3-2-4 with one kind of separator; nine bare digits are too often something else.
+_SSN = re.compile(r"(?<![\d-])(\d{3})([- ])(\d{2})\2(\d{4})(?![\d-])")
+_IBAN_START = re.compile(r"\b[A-Z]{2}\d{2}(?= ?[A-Z0-9])")
+_ES_NIF = re.compile(r"(?<![\w-])([0-9XYZ]\d{7})-?([A-Z])(?![\w-])")
+PLACEHOLDERS = {kind: f"<{kind}>" for kind in
+                ("API_KEY", "EMAIL", "IBAN", "US_SSN", "CREDIT_CARD", "ES_NIF", "IP_ADDRESS", "PHONE")}
 
 
 def _regex(pattern: re.Pattern[str]) -> Detector:
@@ -74,6 +74,32 @@ def _cards(text: str) -> Iterator[tuple[int, int, bool]]:
         yield match.start(), match.end(), luhn_valid(re.sub(r"\D", "", match.group()))
 
 
+def _ssns(text: str) -> Iterator[tuple[int, int, bool]]:
+    for match in _SSN.finditer(text):
+        yield match.start(), match.end(), ssn_valid(match.group(1), match.group(3), match.group(4))
+
+
+def _ibans(text: str) -> Iterator[tuple[int, int, bool]]:
+    """Country code, check digits, then exactly that country's length of letters and digits, optionally in
+    space-separated groups; what follows must not continue the number."""
+    for match in _IBAN_START.finditer(text):
+        length, chars, end = IBAN_LENGTHS.get(match.group()[:2], 0), [], match.start()
+        while end < len(text) and len(chars) < length:
+            if text[end] == " " and chars and end + 1 < len(text) and text[end + 1].isalnum():
+                end += 1
+            if not (text[end].isascii() and (text[end].isdigit() or text[end].isupper())):
+                break
+            chars.append(text[end])
+            end += 1
+        if length and len(chars) == length and not (end < len(text) and text[end].isalnum()):
+            yield match.start(), end, iban_valid("".join(chars))
+
+
+def _es_nifs(text: str) -> Iterator[tuple[int, int, bool]]:
+    for match in _ES_NIF.finditer(text):
+        yield match.start(), match.end(), es_nif_valid(match.group(1) + match.group(2))
+
+
 def _ipv6(text: str) -> Iterator[tuple[int, int, bool]]:
     for match in _IPV6_CANDIDATE.finditer(text):
         candidate = match.group()
@@ -89,7 +115,10 @@ def _ipv6(text: str) -> Iterator[tuple[int, int, bool]]:
 DETECTORS: dict[str, Detector] = {
     "API_KEY": _api_keys,
     "EMAIL": _regex(_EMAIL),
+    "IBAN": _ibans,
+    "US_SSN": _ssns,  # before cards: two SSNs in a row are a Luhn-valid digit run one time in ten
     "CREDIT_CARD": _cards,
+    "ES_NIF": _es_nifs,
     "IP_ADDRESS": lambda text: (*_regex(_IPV4)(text), *_ipv6(text)),
     "PHONE": _regex(_PHONE),
 }
