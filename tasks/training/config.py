@@ -180,9 +180,10 @@ class TrainConfig:
     def as_dict(self) -> dict[str, Any]:
         return {f.name: asdict(getattr(self, f.name)) for f in fields(self)}
 
-    def compatibility_hash(self) -> str:
-        """What a checkpoint must share with the run resuming it: the model, the parallel layout, the data order."""
+    def compatibility_hash(self, extra: dict[str, Any] | None = None) -> str:
+        """What a checkpoint must share with the run resuming it: the model, the parallel layout, the data order
+        (and `extra`, e.g. fine-tuning's base checkpoint and adapter shape)."""
         keyed = {"model": asdict(self.model), "parallel": asdict(self.parallel),
                  "micro_batch_size": self.batch.micro_batch_size, "global_batch_size": self.batch.global_batch_size,
-                 "seed": self.batch.seed}
+                 "seed": self.batch.seed, **(extra or {})}
         return hashlib.sha256(json.dumps(keyed, sort_keys=True).encode()).hexdigest()[:16]

@@ -107,6 +107,8 @@ class Trainer:
     log: Callable[[str], None] = print
     on_metrics: Callable[[dict[str, float], int], None] = lambda metrics, step: None
     peak_flops: float | None = None
+    adapters_only: bool = False  # LoRA: checkpoints hold the adapters; the frozen base is referenced, not copied
+    compatibility: dict[str, Any] = field(default_factory=dict)  # more that a resumed checkpoint must share
     step: int = 0
     last_loss: float = float("nan")
     history: list[float] = field(default_factory=list)
@@ -122,13 +124,23 @@ class Trainer:
         self.optimizer = make_optimizer(self.model, self.cfg.optim)
 
     # --- checkpoints -------------------------------------------------------------------------
+    @property
+    def config_hash(self) -> str:
+        return self.cfg.compatibility_hash(self.compatibility)
+
     def sharded_state(self) -> dict:
         from megatron.core.dist_checkpointing.mapping import ShardedObject
 
         p = self.cfg.parallel
         coordinates = ((p.tensor_parallel, p.pipeline_parallel), (self.runtime.tp_rank, 0))
+        if self.adapters_only:
+            from tasks.training.lora import adapter_state
+
+            model = ShardedObject("adapters", adapter_state(self.model), *coordinates, replica_id=self.runtime.dp_rank)
+        else:
+            model = self.model.sharded_state_dict(prefix="model.")
         return {
-            "model": self.model.sharded_state_dict(prefix="model."),
+            "model": model,
             "optimizer": ShardedObject("optimizer", self.optimizer.state_dict(), *coordinates,
                                        replica_id=self.runtime.dp_rank),
             "rng": ShardedObject("rng", rng_state(), (self.runtime.world_size,), (self.runtime.rank,), replica_id=0),
@@ -138,7 +150,12 @@ class Trainer:
         from megatron.core import dist_checkpointing
 
         state = dist_checkpointing.load(self.sharded_state(), str(checkpoint.path))
-        self.model.load_state_dict({k.removeprefix("model."): v for k, v in state["model"].items()}, strict=True)
+        if self.adapters_only:
+            from tasks.training.lora import load_adapter_state
+
+            load_adapter_state(self.model, state["model"])
+        else:
+            self.model.load_state_dict({k.removeprefix("model."): v for k, v in state["model"].items()}, strict=True)
         self.optimizer.load_state_dict(state["optimizer"])
         set_rng_state(state["rng"])
         self.step = int(checkpoint.manifest["step"])
@@ -150,7 +167,7 @@ class Trainer:
             **self.manifest_extra,
             "consumed_samples": self.step * batch_cfg.global_batch_size,
             "loss": self.last_loss,
-            "config_hash": self.cfg.compatibility_hash(),
+            "config_hash": self.config_hash,
             "parallel": {"tensor_parallel": self.cfg.parallel.tensor_parallel,
                          "pipeline_parallel": self.cfg.parallel.pipeline_parallel,
                          "data_parallel": self.cfg.parallel.data_parallel},
