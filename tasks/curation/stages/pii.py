@@ -134,18 +134,22 @@ class PiiConfig:
             raise ConfigError(f"types: unknown PII type(s) {unknown}; known: {sorted(DETECTORS)}")
 
 
-def redact(text: str, types: tuple[str, ...] = tuple(DETECTORS)) -> tuple[str, Counter[str]]:
-    """The text with each detected span replaced by its placeholder, and the count per type."""
+def find(text: str, types: tuple[str, ...] = tuple(DETECTORS)) -> list[tuple[int, int, str]]:
+    """(start, end, type) of every span to redact, in text order; what a detector claims but leaves (a
+    Luhn-invalid card) is not listed and no later detector may take it."""
     claimed: list[tuple[int, int, str | None]] = []
     for kind in (kind for kind in DETECTORS if kind in types):
         for start, end, should_redact in DETECTORS[kind](text):
             if not any(start < other_end and other_start < end for other_start, other_end, _ in claimed):
                 claimed.append((start, end, kind if should_redact else None))
+    return sorted((start, end, kind) for start, end, kind in claimed if kind is not None)
+
+
+def redact(text: str, types: tuple[str, ...] = tuple(DETECTORS)) -> tuple[str, Counter[str]]:
+    """The text with each detected span replaced by its placeholder, and the count per type."""
     counts: Counter[str] = Counter()
     pieces, cursor = [], 0
-    for start, end, kind in sorted(claimed):
-        if kind is None:
-            continue
+    for start, end, kind in find(text, types):
         pieces += [text[cursor:start], PLACEHOLDERS[kind]]
         counts[kind] += 1
         cursor = end
