@@ -23,7 +23,6 @@ import statistics
 import sys
 import tempfile
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,17 +46,6 @@ from tasks.training.config import (  # noqa: E402
 
 H100_PEAK = 989e12
 DEFAULT_MICRO_BATCH = {"tiny": 8, "125m": 16, "1b": 8}
-
-
-def stub_lakefs_if_absent() -> None:
-    """tasks.training.data imports the lakeFS client at module level; the GPU image has none and the bench reads no
-    lakeFS, so an empty stand-in for tasks.common.versioned_data lets the trainer import there."""
-    try:
-        import lakefs  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("tasks.common.versioned_data")
-        stub.LakeFSEndpoint = stub.VersionedRepo = object
-        sys.modules["tasks.common.versioned_data"] = stub
 
 
 # --- data -------------------------------------------------------------------------------------------------------
@@ -296,7 +284,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before CUDA initialises: the trainer picks its device by it
-    stub_lakefs_if_absent()
     cuda = torch.cuda.is_available()
     if args.device == "cuda" and not cuda:
         raise SystemExit("--device cuda: no CUDA device here")

@@ -14,9 +14,12 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from tasks.common.versioned_data import LakeFSEndpoint, VersionedRepo
 from tasks.training.config import ConfigError, ModelConfig
+
+if TYPE_CHECKING:  # the lakeFS client is imported where it is used: GPU images may train from a local dataset
+    from tasks.common.versioned_data import LakeFSEndpoint
 
 TOKENIZED = "tokenized/"
 TRAIN, VALID = "train_text_document", "valid_text_document"
@@ -51,6 +54,8 @@ class DatasetInfo:
 
 def published_info(endpoint: LakeFSEndpoint, repo: str, ref: str) -> DatasetInfo:
     """What curation published at `ref`, pinned to its commit id; reads two small JSON files only."""
+    from tasks.common.versioned_data import VersionedRepo
+
     versioned = VersionedRepo(endpoint, repo)
     commit_id = versioned.head(ref)
     try:
@@ -67,6 +72,8 @@ def fetch(endpoint: LakeFSEndpoint, repo: str, ref: str, cache_root: Path) -> Da
     info = published_info(endpoint, repo, ref)
     target = Path(cache_root) / repo / info.commit
     if not (target / "stats.json").is_file():
+        from tasks.common.versioned_data import VersionedRepo
+
         versioned = VersionedRepo(endpoint, repo)
         partial = target.with_name(f".{info.commit}.partial-{os.getpid()}")
         shutil.rmtree(partial, ignore_errors=True)

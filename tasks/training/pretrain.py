@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     samples = cfg.batch.steps * cfg.batch.global_batch_size
     valid_samples = cfg.batch.eval_batches * cfg.batch.micro_batch_size * cfg.parallel.data_parallel
     train_data, valid_data = build_datasets(info, cfg.model.seq_length, samples, valid_samples, cfg.batch.seed)
-    model = build_gpt(cfg.model, cfg.parallel, dtype).to(runtime.device)
+    model = build_gpt(cfg.model, cfg.parallel, dtype, compile=runtime.device.type == "cuda").to(runtime.device)
     tracker = open_tracker(args, key, f"pretrain-{cfg.model.preset}", cfg, {
         "lakefs.repo": args.repo, "lakefs.commit": info.commit, "llmops.pipeline": "pretrain"},
         {"preset": cfg.model.preset}) if runtime.is_main else None

@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from tasks.training.checkpoint import Checkpoint, CheckpointStore, rng_state, set_rng_state
 from tasks.training.config import BatchConfig, ModelConfig, OptimConfig, ParallelConfig, TrainConfig
 from tasks.training.data import batch
 from tasks.training.distributed import Runtime, mean_over
+from tasks.training.model import clip_grad_norm_foreach
 
 MFU_FORMULA = "MFU = (6 * N_matmul + 12 * layers * hidden * seq) * tokens/s / (peak FLOP/s * GPUs)"
 
@@ -42,23 +42,6 @@ def make_optimizer(model: torch.nn.Module, optim: OptimConfig) -> torch.optim.Ad
         [{"params": decay, "weight_decay": optim.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=optim.lr, betas=(optim.beta1, optim.beta2), fused=torch.cuda.is_available(),
     )
-
-
-def clip_grad_norm(model: torch.nn.Module, max_norm: float, runtime: Runtime) -> float:
-    """Global gradient norm over every TP shard (replicated params counted once); clipped when max_norm > 0."""
-    from megatron.core.tensor_parallel import param_is_not_tensor_parallel_duplicate
-
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    owned = [p.grad for p in model.parameters() if p.grad is not None and param_is_not_tensor_parallel_duplicate(p)]
-    squares = torch.stack([g.detach().float().pow(2).sum() for g in owned]).sum() if owned else torch.zeros(())
-    if dist.is_initialized() and dist.get_world_size(runtime.tp_group) > 1:
-        dist.all_reduce(squares, group=runtime.tp_group)
-    norm = float(squares.sqrt())
-    if max_norm > 0 and norm > max_norm:
-        scale = max_norm / (norm + 1e-6)
-        for grad in grads:
-            grad.mul_(scale)
-    return norm
 
 
 def masked_mean(per_token_loss: torch.Tensor, loss_mask: torch.Tensor) -> torch.Tensor:
@@ -199,10 +182,10 @@ class Trainer:
                 loss = self._forward_loss(module, batch(self.train_data, first, micro)) / accumulation
                 loss.backward()
             total += float(loss.detach())
-        grad_norm = clip_grad_norm(self.model, cfg.optim.grad_clip, rt)
+        grad_norm = clip_grad_norm_foreach(self.model, cfg.optim.grad_clip, rt.tp_group)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        self._lr, self._grad_norm = lr, grad_norm
+        self._lr, self._grad_norm = lr, float(grad_norm)
         return mean_over(total, rt.dp_group, cfg.parallel.data_parallel)
 
     @torch.no_grad()
