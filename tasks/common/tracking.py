@@ -17,7 +17,7 @@ RUN_KEY_TAG = "llmops.run_key"
 class Tracker:
     def __init__(self, uri: str | None, experiment: str, run_key: str, run_name: str,
                  tags: Mapping[str, str] | None = None, log=print) -> None:
-        self.enabled = bool(uri)
+        self.enabled, self.uri = bool(uri), uri
         self.run_id: str | None = None
         if not self.enabled:
             log("tracking: no MLflow URI (MLFLOW_TRACKING_URI / --mlflow-uri): metrics go to this log only")
