@@ -9,14 +9,13 @@ the checkpoint Asset with its URI, data commit and MLflow run id.
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
+from plugins.assets import CURATED_CORPUS, PRETRAINED
 from plugins.conf_guard import check_conf
 from plugins.dag_defaults import DEFAULT_ARGS
 from plugins.step_operator import StepOperator
-
-CURATED_CORPUS = Asset("lakefs://corpus/main/curated")
-PRETRAINED = Asset("llmops://checkpoints/pretrain")
+from plugins.training_params import LAUNCHER_TEMPLATE, launcher_choice, training_params
 
 
 @dag(
@@ -33,29 +32,7 @@ PRETRAINED = Asset("llmops://checkpoints/pretrain")
                              description="lakeFS commit id or ref of the tokenized corpus; empty = the triggering "
                                          "Asset event's commit, else the head of main"),
         "preset": Param("tiny", enum=["tiny", "125m", "1b"], description="model size"),
-        "steps": Param(300, type="integer", minimum=1, description="optimiser steps in all (a resume continues)"),
-        "micro_batch_size": Param(8, type="integer", minimum=1),
-        "global_batch_size": Param(16, type="integer", minimum=1,
-                                   description="sequences per step; a multiple of micro_batch_size x data_parallel"),
-        "lr": Param(3e-3, type="number", exclusiveMinimum=0, description="peak learning rate"),
-        "min_lr": Param(3e-4, type="number", minimum=0, description="cosine decay floor"),
-        "warmup_steps": Param(10, type="integer", minimum=0),
-        "tensor_parallel": Param(1, type="integer", minimum=1),
-        "pipeline_parallel": Param(1, type="integer", minimum=1),
-        "data_parallel": Param(1, type="integer", minimum=1),
-        "nodes": Param(1, type="integer", minimum=1, description="machines (pods) the ranks are spread over"),
-        "gpus_per_node": Param(0, type="integer", minimum=0, description="0 = CPU (gloo); else NCCL on GPUs"),
-        "launcher": Param("platform", enum=["platform", "local", "kubernetes"],
-                          description="platform = the launcher include/platform.yaml (or LLMOPS_LAUNCHER) names"),
-        "checkpoint_interval": Param(100, type="integer", minimum=1, description="steps between checkpoints"),
-        "checkpoint_keep": Param(2, type="integer", minimum=1, description="committed checkpoints kept"),
-        "resume_policy": Param("auto", enum=["auto", "restart"],
-                               description="auto: resume the newest checkpoint of this experiment; restart: archive "
-                                           "checkpoints of other runs and start over"),
-        "eval_interval": Param(100, type="integer", minimum=1, description="steps between validation losses"),
-        "seed": Param(1234, type="integer", minimum=0),
-        "experiment": Param("pretrain", type="string", pattern="^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
-                            description="MLflow experiment and checkpoint folder"),
+        **training_params(experiment="pretrain", steps=300, lr=3e-3),
     },
     doc_md=__doc__,
 )
@@ -71,9 +48,8 @@ def pretrain():
         events = (triggering_asset_events or {}).get(CURATED_CORPUS) or []
         if not commit and events:
             repo, commit = events[-1].extra["repo"], events[-1].extra["commit_id"]
-        launcher = None if params["launcher"] == "platform" else params["launcher"]
         planned = trainer.launch_plan(params, repo=repo, data_commit=commit or "main",
-                                      artifact_root=artifact_root(launcher),
+                                      artifact_root=artifact_root(launcher_choice(params)),
                                       run_key=f"{dag_run.dag_id}/{dag_run.run_id}", endpoint=lakefs_endpoint())
         print(f"plan: {planned}")
         return planned
@@ -81,7 +57,7 @@ def pretrain():
     plan = validate()
     train = StepOperator(
         task_id="train", module="tasks.training.pretrain", args=plan["args"], step_resources=plan["resources"],
-        launcher="{{ '' if params.launcher == 'platform' else params.launcher }}", lakefs=True, mlflow=True,
+        launcher=LAUNCHER_TEMPLATE, lakefs=True, mlflow=True,
     )
 
     @task(outlets=[PRETRAINED])

@@ -28,12 +28,24 @@ def land_sample_corpus(cfg: StackConfig) -> None:
         subprocess.run([sys.executable, "-W", "ignore", *argv], env=env, cwd=REPO_ROOT, check=True)
 
 
+def land_sft_sample(cfg: StackConfig) -> None:
+    """The sample SFT set (questions about documented functions) lands on lakeFS main under sft/."""
+    out = cfg.home / "sample-sft"
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), **lakefs.endpoint(cfg).to_env()}
+    for argv in (
+        ["-m", "tasks.training.sft", "sample", "--out", str(out)],
+        ["-m", "tasks.curation.steps", "land", "--repo", CORPUS_REPO, "--source-dir", str(out), "--prefix", "sft/"],
+    ):
+        subprocess.run([sys.executable, "-W", "ignore", *argv], env=env, cwd=REPO_ROOT, check=True)
+
+
 # Grows with every pipeline: curate -> pretrain -> fine-tune -> build & deploy -> reindex -> answer -> monitor.
 # (dag_id, conf, what to do before triggering it)
 PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None], ...] = (
     ("platform_smoke", {}, None),
     ("curate_corpus", {"repo": CORPUS_REPO}, land_sample_corpus),
     ("pretrain", {"repo": CORPUS_REPO}, None),
+    ("finetune", {"repo": CORPUS_REPO}, land_sft_sample),
 )
 
 
@@ -58,6 +70,15 @@ def pretrained_summary(client: AirflowClient) -> str:
     extra = events[0]["extra"]
     return (f"Pretrained   {extra['preset']} model, step {extra['step']}, loss {extra['loss']:.3f}, on lakeFS commit "
             f"{extra['data_commit'][:12]}: checkpoint {extra['checkpoint_uri']} (MLflow run {extra['mlflow_run_id']})")
+
+
+def finetuned_summary(client: AirflowClient) -> str:
+    """The registered versions fine-tuning made, from its Asset event (what deployment will be triggered by)."""
+    events = client._call("GET", "/assets/events", params={"source_dag_id": "finetune", "order_by": "-timestamp",
+                                                            "limit": 1})["asset_events"]
+    registered = events[0]["extra"]["registered"]
+    made = ", ".join(f"{kind} {v['name']} v{v['version']}" for kind, v in registered.items() if v)
+    return f"Fine-tuned   registered in MLflow: {made} (alias 'candidate')"
 
 
 def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
@@ -86,5 +107,7 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
         print(curated_summary(cfg))
     if ("pretrain", "success") in results:
         print(pretrained_summary(client))
+    if ("finetune", "success") in results:
+        print(finetuned_summary(client))
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")
     return 0 if all(state == "success" for _, state in results) else 1

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 CANDIDATE = "candidate"
+CHECKPOINT_TAG = "checkpoint_uri"  # the megatron checkpoint a version was exported from, where one exists
 SOURCE_TAG = "llmops.source"
 
 

@@ -25,15 +25,18 @@ from tasks.common.versioned_data import LakeFSEndpoint
 from tasks.training.config import ConfigError, ModelConfig
 from tasks.training.lora import TARGETS, LoRAConfig
 from tasks.training.session import (
+    PASSED_SETTINGS,
     add_training_arguments,
     code_version,
     elapsed,
     exit_code,
     open_tracker,
+    passed_flags,
     peak_flops,
     resume_then_train,
     run_key,
     say,
+    step_resources,
     train_config,
 )
 
@@ -47,7 +50,8 @@ def parser() -> argparse.ArgumentParser:
     for verb, help_text in (("validate", "check settings, the base and the SFT data; trains nothing"),
                             ("run", "fine-tune (resuming), export and register")):
         p = verbs.add_parser(verb, help=help_text)
-        p.add_argument("--base", required=True, help="pre-training checkpoint: a step-NNNNNNNN folder or its store")
+        p.add_argument("--base", required=True, help="pre-training checkpoint (a step-NNNNNNNN folder or its store) or "
+                                                     "a registered version models:/<name>/<version or alias>")
         p.add_argument("--repo", required=True, help="lakeFS repository holding sft/*.jsonl")
         p.add_argument("--sft-commit", default="main", help="commit id or ref of the SFT data (default: main)")
         p.add_argument("--method", default="lora", help="lora | full (default: lora)")
@@ -62,6 +66,30 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
+FINETUNE_SETTINGS = ("method", "lora_rank", "lora_alpha", "lora_dropout", "lora_targets", "merge_after")
+
+
+def cli_args(settings: dict[str, Any], *, base: str, repo: str, sft_commit: str, artifact_root: str,
+             run_key: str) -> list[str]:
+    """The `run` command line for a DAG run; checkpoints and exports under <artifact_root>/checkpoints/<experiment>."""
+    return ["run", "--base", base, "--repo", repo, "--sft-commit", sft_commit, "--run-key", run_key,
+            "--checkpoint-dir", f"{artifact_root}/checkpoints/{settings['experiment']}",
+            *passed_flags(settings, (*FINETUNE_SETTINGS, *PASSED_SETTINGS))]
+
+
+def launch_plan(settings: dict[str, Any], *, base: str, repo: str, sft_commit: str, artifact_root: str,
+                run_key: str, endpoint: LakeFSEndpoint) -> dict[str, Any]:
+    """What the `finetune` DAG's train step runs: the checked command line (SFT commit pinned) and its resources.
+    Raises ConfigError naming the bad setting."""
+    resources = step_resources(settings)
+    args = cli_args(settings, base=base, repo=repo, sft_commit=sft_commit, artifact_root=artifact_root,
+                    run_key=run_key)
+    checked = plan(parser().parse_args(["validate", *args[1:]]), endpoint)
+    args[args.index("--sft-commit") + 1] = checked["sft_commit"]
+    args[args.index("--base") + 1] = checked["base"]
+    return {"args": args, "resources": resources, "plan": checked}
+
+
 def lora_config(args: argparse.Namespace) -> LoRAConfig | None:
     if args.method not in METHODS:
         raise ConfigError(f"method: {args.method!r} is not one of {', '.join(METHODS)}")
@@ -71,9 +99,25 @@ def lora_config(args: argparse.Namespace) -> LoRAConfig | None:
     return LoRAConfig(rank=args.lora_rank, alpha=args.lora_alpha, dropout=args.lora_dropout, targets=targets)
 
 
-def base_manifest(base: str) -> tuple[Path, dict[str, Any], ModelConfig]:
+def base_manifest(base: str, mlflow_uri: str | None = None) -> tuple[Path, dict[str, Any], ModelConfig]:
+    """The base checkpoint: a path, or a registered version `models:/<name>/<version or alias>` that has one."""
     from tasks.training.export import resolve_checkpoint
 
+    if base.startswith("models:/"):
+        from tasks.common import registry
+
+        name, _, version = base.removeprefix("models:/").partition("/")
+        uri = mlflow_uri or os.environ.get("MLFLOW_TRACKING_URI")
+        if not uri:
+            raise ConfigError(f"base: {base} names a registered version but no MLflow URI is set")
+        try:
+            found = registry.resolve(uri, name, version or registry.CANDIDATE)
+        except LookupError as error:
+            raise ConfigError(str(error)) from error
+        if registry.CHECKPOINT_TAG not in found.tags:
+            raise ConfigError(f"base: {base} (version {found.version}) has no megatron checkpoint, it is a "
+                              f"{found.tags.get('method', 'derived')} export; pick a pre-trained or full fine-tune")
+        base = found.tags[registry.CHECKPOINT_TAG]
     try:
         path = resolve_checkpoint(base)
     except FileNotFoundError as error:
@@ -87,7 +131,7 @@ def plan(args: argparse.Namespace, endpoint: LakeFSEndpoint) -> dict[str, Any]:
     from tasks.training import sft
 
     adapter = lora_config(args)
-    path, manifest, model_cfg = base_manifest(args.base)
+    path, manifest, model_cfg = base_manifest(args.base, args.mlflow_uri)
     cfg = train_config(args, model_cfg)
     commit, examples, rejected = sft.read_at(endpoint, args.repo, args.sft_commit)
     checked = sft.check(examples, rejected)
@@ -118,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from tasks.training.trainer import Trainer
 
     adapter = lora_config(args)
-    base_path, manifest, model_cfg = base_manifest(args.base)
+    base_path, manifest, model_cfg = base_manifest(args.base, args.mlflow_uri)
     cfg = train_config(args, model_cfg)
     endpoint = LakeFSEndpoint.from_env()
     data = fetch(endpoint, manifest["data_repo"], manifest["data_commit"], Path(args.checkpoint_dir) / "data-cache")
@@ -216,10 +260,10 @@ def publish(args, model_cfg: ModelConfig, base_path: Path, final: Path, manifest
             say(f"registry: {model_name} version {version.version} ({version.source}) is now '{registry.CANDIDATE}'")
             return {"name": model_name, "version": version.version, "source": version.source}
 
-        base_version = registry.find(uri, name, "base_checkpoint_uri", str(base_path.resolve())) if uri else None
+        base_version = registry.find(uri, name, registry.CHECKPOINT_TAG, str(base_path.resolve())) if uri else None
         out["base"] = ({"name": name, "version": base_version.version, "source": base_version.source} if base_version
                        else register(name, base_hf, "base-hf", {**common, "method": "pretrain",
-                                                              "base_checkpoint_uri": str(base_path.resolve())}))
+                                                              registry.CHECKPOINT_TAG: str(base_path.resolve())}))
         tags = {**common, "base_version": (out["base"] or {}).get("version", ""), "valid_loss": f"{valid_loss:.6f}"}
         if adapter:
             adapter_dir = save_peft_adapter(adapters, model_cfg, adapter, str(base_hf), exports / "adapter-peft")
@@ -233,7 +277,8 @@ def publish(args, model_cfg: ModelConfig, base_path: Path, final: Path, manifest
         else:
             tuned_state, _ = load_full_state(final)
             tuned = to_hf_llama(tuned_state, model_cfg, tokenizer, exports / "full-hf")
-            out["full"] = register(name, tuned, "full-hf", {**tags, "artifact": str(tuned)})
+            out["full"] = register(name, tuned, "full-hf", {**tags, "artifact": str(tuned),
+                                                            registry.CHECKPOINT_TAG: str(final.resolve())})
     return out
 
 

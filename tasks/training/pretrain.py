@@ -19,17 +19,20 @@ from pathlib import Path
 from typing import Any
 
 from tasks.common.versioned_data import LakeFSEndpoint
-from tasks.training.config import ConfigError, OptimConfig, model_preset
+from tasks.training.config import OptimConfig, model_preset
 from tasks.training.session import (
+    PASSED_SETTINGS,
     add_training_arguments,
     code_version,
     elapsed,
     exit_code,
     open_tracker,
+    passed_flags,
     peak_flops,
     resume_then_train,
     run_key,
     say,
+    step_resources,
     train_config,
 )
 
@@ -54,39 +57,22 @@ def parser() -> argparse.ArgumentParser:
     return root
 
 
-# Settings a DAG run passes through unchanged: each is a Param of the `pretrain` DAG and the flag --<name with dashes>.
-PASSED_SETTINGS = (
-    "preset", "steps", "micro_batch_size", "global_batch_size", "lr", "min_lr", "warmup_steps", "tensor_parallel",
-    "pipeline_parallel", "data_parallel", "checkpoint_interval", "checkpoint_keep", "resume_policy",
-    "eval_interval", "seed", "experiment",
-)
-
-
 def cli_args(settings: dict[str, Any], *, repo: str, data_commit: str, artifact_root: str, run_key: str) -> list[str]:
     """The `run` command line for a DAG run: its checkpoints under <artifact_root>/checkpoints/<experiment>, so a
     retry, or a later run of the same experiment, resumes them."""
-    args = ["run", "--repo", repo, "--data-commit", data_commit, "--run-key", run_key,
+    return ["run", "--repo", repo, "--data-commit", data_commit, "--run-key", run_key,
             "--checkpoint-dir", f"{artifact_root}/checkpoints/{settings['experiment']}",
-            "--cache-dir", f"{artifact_root}/datasets"]
-    for name in PASSED_SETTINGS:
-        args += [f"--{name.replace('_', '-')}", str(settings[name])]
-    return args
+            "--cache-dir", f"{artifact_root}/datasets", *passed_flags(settings, ("preset", *PASSED_SETTINGS))]
 
 
 def launch_plan(settings: dict[str, Any], *, repo: str, data_commit: str, artifact_root: str, run_key: str,
                 endpoint: LakeFSEndpoint) -> dict[str, Any]:
-    """What the `pretrain` DAG's train step runs: the checked command line (data commit pinned) and the resources
-    of its world (`nodes` pods of TP x PP x DP / nodes ranks each). Raises ConfigError naming the bad setting."""
-    world = settings["tensor_parallel"] * settings["pipeline_parallel"] * settings["data_parallel"]
-    if world % settings["nodes"]:
-        raise ConfigError(f"nodes: world size {world} (tensor_parallel x pipeline_parallel x data_parallel) is not "
-                          f"divisible by nodes={settings['nodes']}")
+    """What the `pretrain` DAG's train step runs: the checked command line (data commit pinned) and its resources.
+    Raises ConfigError naming the bad setting."""
+    resources = step_resources(settings)
     args = cli_args(settings, repo=repo, data_commit=data_commit, artifact_root=artifact_root, run_key=run_key)
     checked = plan(parser().parse_args(["validate", *args[1:]]), endpoint)
     args[args.index("--data-commit") + 1] = checked["data_commit"]  # pinned: a later publish cannot move it
-    gpus = settings["gpus_per_node"]
-    resources = {"cpu": "8" if gpus else "2", "memory": "64Gi" if gpus else "8Gi", "gpus": gpus,
-                 "nodes": settings["nodes"], "processes_per_node": world // settings["nodes"]}
     return {"args": args, "resources": resources, "plan": checked}
 
 

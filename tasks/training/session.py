@@ -131,6 +131,36 @@ def resume_then_train(trainer, store: CheckpointStore, key: str, name: str) -> t
     return store.committed()[-1], final_loss
 
 
+# Settings every training DAG passes through unchanged (a Param each, and the flag --<name with dashes>).
+PASSED_SETTINGS = (
+    "steps", "micro_batch_size", "global_batch_size", "lr", "min_lr", "warmup_steps", "tensor_parallel",
+    "pipeline_parallel", "data_parallel", "checkpoint_interval", "checkpoint_keep", "resume_policy",
+    "eval_interval", "seed", "experiment",
+)
+
+
+def passed_flags(settings: dict[str, Any], names: tuple[str, ...]) -> list[str]:
+    flags = []
+    for name in names:
+        value = settings[name]
+        if isinstance(value, bool):
+            flags += [f"--{name.replace('_', '-')}"] if value else []
+        else:
+            flags += [f"--{name.replace('_', '-')}", ",".join(value) if isinstance(value, list) else str(value)]
+    return flags
+
+
+def step_resources(settings: dict[str, Any]) -> dict[str, Any]:
+    """Resources of a training step's world: `nodes` pods of TP x PP x DP / nodes ranks each, GPUs if asked."""
+    world = settings["tensor_parallel"] * settings["pipeline_parallel"] * settings["data_parallel"]
+    if world % settings["nodes"]:
+        raise ConfigError(f"nodes: world size {world} (tensor_parallel x pipeline_parallel x data_parallel) is not "
+                          f"divisible by nodes={settings['nodes']}")
+    gpus = settings["gpus_per_node"]
+    return {"cpu": "8" if gpus else "2", "memory": "64Gi" if gpus else "8Gi", "gpus": gpus,
+            "nodes": settings["nodes"], "processes_per_node": world // settings["nodes"]}
+
+
 def exit_code(work: Callable[[], None]) -> int:
     """A refused setting exits 2 and an unusable checkpoint 3, each with one `error:` line naming the cause."""
     try:

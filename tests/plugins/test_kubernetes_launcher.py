@@ -463,7 +463,8 @@ def test_every_package_a_step_image_installs_is_pinned_in_requirements(image):
 def test_multi_node_pretrain_job_gets_nccl_env_and_checkpoints_on_the_shared_volume(config):
     """The pretrain DAG's own command line, as its validate task builds it for the kubernetes launcher."""
     from plugins.launchers.base import artifact_root
-    from tasks.training.pretrain import PASSED_SETTINGS, cli_args
+    from tasks.training.pretrain import cli_args
+    from tasks.training.session import PASSED_SETTINGS
 
     settings = {name: 1 for name in PASSED_SETTINGS} | {"preset": "1b", "resume_policy": "auto",
                                                           "experiment": "llama-1b", "data_parallel": 16}

@@ -84,7 +84,8 @@ def test_learning_rate_warms_up_linearly_then_decays_to_the_floor():
 
 
 def test_ranks_that_do_not_split_over_the_nodes_are_refused_before_lakefs_is_asked():
-    from tasks.training.pretrain import PASSED_SETTINGS, launch_plan
+    from tasks.training.pretrain import launch_plan
+    from tasks.training.session import PASSED_SETTINGS
 
     settings = {name: 1 for name in PASSED_SETTINGS} | {"data_parallel": 2, "nodes": 3, "gpus_per_node": 1}
     with pytest.raises(ConfigError, match=r"^nodes: world size 2 .* not divisible by nodes=3"):

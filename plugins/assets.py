@@ -1,0 +1,7 @@
+"""The Assets that chain the pipelines, each defined once: curated corpus -> pretrain -> finetune -> deploy."""
+
+from airflow.sdk import Asset
+
+CURATED_CORPUS = Asset("lakefs://corpus/main/curated")
+PRETRAINED = Asset("llmops://checkpoints/pretrain")
+FINETUNED = Asset("llmops://models/finetuned")
