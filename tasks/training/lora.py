@@ -89,11 +89,6 @@ class LoRALinear(torch.nn.Module):
             hidden = reduce_from_tensor_model_parallel_region(hidden)
         return out + F.linear(hidden, self.lora_B) * self.scaling, bias
 
-    @torch.no_grad()
-    def delta(self) -> torch.Tensor:
-        """This rank's share of scaling * B A, shaped like the base weight shard, computed in fp32."""
-        return (self.lora_B.float() @ self.lora_A.float()) * self.scaling
-
 
 def shard_rows(full: torch.Tensor, rank: int, size: int, stride: int = 1) -> torch.Tensor:
     """Rank `rank`'s rows of a column-parallel matrix, as megatron partitions it (stride 2: [gate_r; up_r])."""
@@ -150,17 +145,6 @@ def load_adapter_state(model: torch.nn.Module, state: dict[str, torch.Tensor]) -
     for adapter in adapters_of(model):
         adapter.lora_A.data.copy_(state[f"{adapter.name}.lora_A"])
         adapter.lora_B.data.copy_(state[f"{adapter.name}.lora_B"])
-
-
-@torch.no_grad()
-def merge(model: torch.nn.Module) -> torch.nn.Module:
-    """Fold every adapter into its base weight (fp32, then cast back) and unwrap it: a plain model again."""
-    for adapter in list(adapters_of(model)):
-        weight = adapter.base.weight
-        weight.copy_((weight.float() + adapter.delta()).to(weight.dtype))
-        parent_name, _, leaf = adapter.name.rpartition(".")
-        setattr(model.get_submodule(parent_name) if parent_name else model, leaf, adapter.base)
-    return model
 
 
 def trainable(parameters: Iterable[torch.nn.Parameter]) -> int:
