@@ -56,6 +56,21 @@ class AirflowClient:
         run = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
+    def unpause(self, dag_id: str) -> None:
+        self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
+
+    def asset_triggered_run(self, dag_id: str, after: str, timeout: float) -> str | None:
+        """The run an Asset event started after `after` (ISO time), waiting up to timeout for the scheduler."""
+        deadline = time.monotonic() + timeout
+        while True:
+            runs = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"order_by": "-run_after", "limit": 5})
+            for run in runs["dag_runs"]:
+                if run["run_type"] == "asset_triggered" and run["run_after"] > after:
+                    return run["dag_run_id"]
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(2)
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 

@@ -39,14 +39,22 @@ def land_sft_sample(cfg: StackConfig) -> None:
         subprocess.run([sys.executable, "-W", "ignore", *argv], env=env, cwd=REPO_ROOT, check=True)
 
 
+def land_sample_data(cfg: StackConfig) -> None:
+    """The sample corpus (raw/) and the sample SFT set (sft/) land on lakeFS main, as upstream systems would."""
+    land_sample_corpus(cfg)
+    land_sft_sample(cfg)
+
+
 # Grows with every pipeline: curate -> pretrain -> fine-tune -> build & deploy -> reindex -> answer -> monitor.
-# (dag_id, conf, what to do before triggering it)
-PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None], ...] = (
-    ("platform_smoke", {}, None),
-    ("curate_corpus", {"repo": CORPUS_REPO}, land_sample_corpus),
-    ("pretrain", {"repo": CORPUS_REPO}, None),
-    ("finetune", {"repo": CORPUS_REPO}, land_sft_sample),
+# (dag_id, conf, what to do before it, the DAG whose Asset triggers it): a DAG that follows another is not
+# triggered by the main job but started by that DAG's Asset event, as in production; the job waits for that run.
+PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None, str | None], ...] = (
+    ("platform_smoke", {}, None, None),
+    ("curate_corpus", {"repo": CORPUS_REPO}, land_sample_data, None),
+    ("pretrain", {"repo": CORPUS_REPO}, None, "curate_corpus"),
+    ("finetune", {"repo": CORPUS_REPO}, None, "pretrain"),
 )
+ASSET_RUN_TIMEOUT = 90  # seconds for the scheduler to turn an Asset event into a run; then the job triggers it
 
 
 def curated_summary(cfg: StackConfig) -> str:
@@ -81,18 +89,34 @@ def finetuned_summary(client: AirflowClient) -> str:
     return f"Fine-tuned   registered in MLflow: {made} (alias 'candidate')"
 
 
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
 def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
     began = time.monotonic()
     print("==> bringing the embedded stack up", flush=True)
     up(cfg)
     client = AirflowClient.for_stack(cfg)
     results = []
-    for dag_id, conf, before in PIPELINE:
+    for dag_id, _, _, follows in PIPELINE:
+        client.wait_for_dag(dag_id)
+        if follows:
+            client.unpause(dag_id)  # so the upstream's Asset event starts it
+    upstream_started = ""
+    for dag_id, conf, before, follows in PIPELINE:
         if before is not None:
             print(f"==> preparing {dag_id}: {before.__doc__.splitlines()[0]}", flush=True)
             before(cfg)
-        print(f"==> running {dag_id}", flush=True)
-        state = client.run_dag(dag_id, conf, progress=lambda line: print(line, flush=True))
+        run_id = client.asset_triggered_run(dag_id, upstream_started, ASSET_RUN_TIMEOUT) if follows else None
+        if run_id:
+            print(f"==> {dag_id} run {run_id} was started by {follows}'s Asset event", flush=True)
+        else:
+            run_id = client.trigger(dag_id, conf)
+            print(f"==> running {dag_id}: triggered run {run_id}", flush=True)
+        upstream_started = client._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["run_after"]
+        state = client.wait(dag_id, run_id, timeout=1800, progress=_say)
+        print(f"{dag_id} run {run_id}: {state}", flush=True)
         results.append((dag_id, state))
         if state != "success":
             break

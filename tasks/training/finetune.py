@@ -121,7 +121,7 @@ def base_manifest(base: str, mlflow_uri: str | None = None) -> tuple[Path, dict[
     try:
         path = resolve_checkpoint(base)
     except FileNotFoundError as error:
-        raise ConfigError(f"base: {error}") from error
+        raise ConfigError(f"base: {str(error).removeprefix('checkpoint: ')}") from error
     manifest = json.loads((path / "manifest.json").read_text())
     return path, manifest, ModelConfig(**manifest["config"]["model"])
 
