@@ -15,8 +15,7 @@ from airflow.sdk import Param, dag, task
 from plugins.assets import FINETUNED, PRETRAINED
 from plugins.conf_guard import check_conf
 from plugins.dag_defaults import DEFAULT_ARGS
-from plugins.step_operator import StepOperator
-from plugins.training_params import LAUNCHER_TEMPLATE, launcher_choice, training_params
+from plugins.training import launcher_choice, recorded_tags, train_step, training_params
 
 LORA_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
 
@@ -67,20 +66,14 @@ def finetune():
         return planned
 
     plan = validate()
-    train = StepOperator(
-        task_id="train", module="tasks.training.finetune", args=plan["args"], step_resources=plan["resources"],
-        launcher=LAUNCHER_TEMPLATE, lakefs=True, mlflow=True,
-    )
+    train = train_step("tasks.training.finetune", plan)
 
     @task(outlets=[FINETUNED])
     def publish(plan: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         """The registered versions, read back from the MLflow run the step recorded them in."""
         import json
 
-        from plugins.connections import MLFLOW, http_url
-        from tasks.common.tracking import find_run_tags
-
-        tags = find_run_tags(http_url(MLFLOW), params["experiment"], f"{dag_run.dag_id}/{dag_run.run_id}")
+        tags = recorded_tags(params, dag_run)
         registered = json.loads(tags["registered"])
         model = registered.get("merged") or registered.get("full") or registered.get("base")
         extra = {"model_name": model["name"], "model_version": model["version"], "registered": registered,

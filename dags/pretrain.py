@@ -14,8 +14,7 @@ from airflow.sdk import Param, dag, task
 from plugins.assets import CURATED_CORPUS, PRETRAINED
 from plugins.conf_guard import check_conf
 from plugins.dag_defaults import DEFAULT_ARGS
-from plugins.step_operator import StepOperator
-from plugins.training_params import LAUNCHER_TEMPLATE, launcher_choice, training_params
+from plugins.training import launcher_choice, recorded_tags, train_step, training_params
 
 
 @dag(
@@ -55,18 +54,12 @@ def pretrain():
         return planned
 
     plan = validate()
-    train = StepOperator(
-        task_id="train", module="tasks.training.pretrain", args=plan["args"], step_resources=plan["resources"],
-        launcher=LAUNCHER_TEMPLATE, lakefs=True, mlflow=True,
-    )
+    train = train_step("tasks.training.pretrain", plan)
 
     @task(outlets=[PRETRAINED])
     def publish(plan: dict, params=None, dag_run=None, outlet_events=None) -> dict:
         """The finished checkpoint, read back from the MLflow run the training step recorded it in."""
-        from plugins.connections import MLFLOW, http_url
-        from tasks.common.tracking import find_run_tags
-
-        tags = find_run_tags(http_url(MLFLOW), params["experiment"], f"{dag_run.dag_id}/{dag_run.run_id}")
+        tags = recorded_tags(params, dag_run)
         extra = {"checkpoint_uri": tags["checkpoint_uri"], "data_commit": plan["data_commit"],
                  "mlflow_run_id": tags["mlflow_run_id"], "step": int(tags["final_step"]),
                  "loss": float(tags["final_loss"]), "preset": params["preset"]}

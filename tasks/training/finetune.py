@@ -27,9 +27,9 @@ from tasks.training.lora import TARGETS, LoRAConfig
 from tasks.training.session import (
     PASSED_SETTINGS,
     add_training_arguments,
+    cli_main,
     code_version,
     elapsed,
-    exit_code,
     open_tracker,
     passed_flags,
     peak_flops,
@@ -296,17 +296,7 @@ def _with_chat_template(tokenizer_dir: Path, scratch: Path, template: str) -> Pa
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-
-    def work() -> None:
-        if args.verb == "validate":
-            say(json.dumps(plan(args, LakeFSEndpoint.from_env()), sort_keys=True))
-        else:
-            result = run(args)
-            if int(os.environ.get("RANK", "0")) == 0:
-                say("finetune result " + json.dumps(result, sort_keys=True))
-
-    return exit_code(work)
+    return cli_main("finetune", parser(), plan, run, argv)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,6 @@ tracks params, metrics and lineage tags in one MLflow run found again by --run-k
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -23,9 +21,9 @@ from tasks.training.config import OptimConfig, model_preset
 from tasks.training.session import (
     PASSED_SETTINGS,
     add_training_arguments,
+    cli_main,
     code_version,
     elapsed,
-    exit_code,
     open_tracker,
     passed_flags,
     peak_flops,
@@ -142,17 +140,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-
-    def work() -> None:
-        if args.verb == "validate":
-            say(json.dumps(plan(args, LakeFSEndpoint.from_env()), sort_keys=True))
-        else:
-            result = run(args)
-            if int(os.environ.get("RANK", "0")) == 0:
-                say("pretrain result " + json.dumps(result, sort_keys=True))
-
-    return exit_code(work)
+    return cli_main("pretrain", parser(), plan, run, argv)
 
 
 if __name__ == "__main__":

@@ -161,10 +161,22 @@ def step_resources(settings: dict[str, Any]) -> dict[str, Any]:
             "nodes": settings["nodes"], "processes_per_node": world // settings["nodes"]}
 
 
-def exit_code(work: Callable[[], None]) -> int:
-    """A refused setting exits 2 and an unusable checkpoint 3, each with one `error:` line naming the cause."""
+def cli_main(name: str, parser: argparse.ArgumentParser, plan: Callable, run: Callable,
+             argv: list[str] | None) -> int:
+    """`validate` prints the plan as JSON; `run` trains and rank 0 prints `<name> result {json}`. A refused setting
+    exits 2 and an unusable checkpoint 3, each with one `error:` line naming the cause."""
+    import json
+
+    from tasks.common.versioned_data import LakeFSEndpoint
+
+    args = parser.parse_args(argv)
     try:
-        work()
+        if args.verb == "validate":
+            say(json.dumps(plan(args, LakeFSEndpoint.from_env()), sort_keys=True))
+        else:
+            result = run(args)
+            if int(os.environ.get("RANK", "0")) == 0:
+                say(f"{name} result " + json.dumps(result, sort_keys=True))
     except ConfigError as error:
         say(f"error: {error}")
         return 2

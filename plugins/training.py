@@ -1,13 +1,14 @@
-"""Params every training DAG shares (parallel layout, launcher, batch, schedule, checkpoints), declared once.
-
-Each name is also the training CLI's flag (`--<name with dashes>`), so a DAG hands its Params through unchanged.
-"""
+"""What every training DAG shares, declared once: its Params (parallel layout, launcher, batch, schedule,
+checkpoints; each also the training CLI's flag `--<name with dashes>`), the train step, and reading back what the
+step recorded in its MLflow run."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from airflow.sdk import Param
+
+from plugins.step_operator import StepOperator
 
 
 def training_params(*, experiment: str, steps: int, lr: float, micro_batch_size: int = 8,
@@ -46,4 +47,17 @@ def launcher_choice(params: dict[str, Any]) -> str | None:
     return None if params["launcher"] == "platform" else params["launcher"]
 
 
-LAUNCHER_TEMPLATE = "{{ '' if params.launcher == 'platform' else params.launcher }}"
+def train_step(module: str, plan: Any) -> StepOperator:
+    """The heavy step: the validated command line and resources come from the `validate` task's XCom."""
+    return StepOperator(
+        task_id="train", module=module, args=plan["args"], step_resources=plan["resources"],
+        launcher="{{ '' if params.launcher == 'platform' else params.launcher }}", lakefs=True, mlflow=True,
+    )
+
+
+def recorded_tags(params: dict[str, Any], dag_run: Any) -> dict[str, str]:
+    """The tags of the MLflow run this DAG run's train step opened (its run key is dag id/run id)."""
+    from plugins.connections import MLFLOW, http_url
+    from tasks.common.tracking import find_run_tags
+
+    return find_run_tags(http_url(MLFLOW), params["experiment"], f"{dag_run.dag_id}/{dag_run.run_id}")
