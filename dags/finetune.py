@@ -57,7 +57,8 @@ def finetune():
 
         root = artifact_root(launcher_choice(params))
         events = (triggering_asset_events or {}).get(PRETRAINED) or []
-        base = params["base"] or (events[-1].extra["checkpoint_uri"] if events else f"{root}/checkpoints/pretrain")
+        newest = max(events, key=lambda event: event.timestamp) if events else None
+        base = params["base"] or (newest.extra["checkpoint_uri"] if newest else f"{root}/checkpoints/pretrain")
         os.environ.setdefault("MLFLOW_TRACKING_URI", http_url(MLFLOW))  # to resolve models:/ bases
         planned = tuner.launch_plan(params, base=base, repo=params["repo"], sft_commit=params["sft_commit"] or "main",
                                     artifact_root=root, run_key=f"{dag_run.dag_id}/{dag_run.run_id}",

@@ -46,7 +46,8 @@ def pretrain():
         repo, commit = params["repo"], params["data_commit"]
         events = (triggering_asset_events or {}).get(CURATED_CORPUS) or []
         if not commit and events:
-            repo, commit = events[-1].extra["repo"], events[-1].extra["commit_id"]
+            newest = max(events, key=lambda event: event.timestamp)
+            repo, commit = newest.extra["repo"], newest.extra["commit_id"]
         planned = trainer.launch_plan(params, repo=repo, data_commit=commit or "main",
                                       artifact_root=artifact_root(launcher_choice(params)),
                                       run_key=f"{dag_run.dag_id}/{dag_run.run_id}", endpoint=lakefs_endpoint())

@@ -31,11 +31,15 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def resolve_checkpoint(path: Path | str) -> Path:
-    """A committed `step-NNNNNNNN/` folder as given, or the newest committed one of a CheckpointStore root."""
+    """A committed `step-NNNNNNNN/` folder as given, else the newest committed one of a CheckpointStore root, else
+    the most recently committed one of the stores one level down (an experiment's per-data-commit folders)."""
     path = Path(path)
     if (path / MANIFEST).is_file():
         return path
     committed = CheckpointStore(path).committed()
+    if not committed and path.is_dir():
+        nested = [c for store in sorted(path.iterdir()) if store.is_dir() for c in CheckpointStore(store).committed()]
+        committed = sorted(nested, key=lambda c: (c.path / MANIFEST).stat().st_mtime)
     if not committed:
         raise FileNotFoundError(f"checkpoint: {path} is neither a committed checkpoint (no {MANIFEST}) nor a "
                                 "checkpoint folder holding one; pass a step-NNNNNNNN folder that pre-training committed")

@@ -13,6 +13,7 @@ standalone checkpoint (full fine-tuning exports the tuned model), and registers 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
@@ -71,9 +72,11 @@ FINETUNE_SETTINGS = ("method", "lora_rank", "lora_alpha", "lora_dropout", "lora_
 
 def cli_args(settings: dict[str, Any], *, base: str, repo: str, sft_commit: str, artifact_root: str,
              run_key: str) -> list[str]:
-    """The `run` command line for a DAG run; checkpoints and exports under <artifact_root>/checkpoints/<experiment>."""
+    """The `run` command line for a DAG run. Checkpoints and exports go to <artifact_root>/checkpoints/<experiment>/
+    <key of base and SFT commit>: a retry resumes them; another base or SFT set starts a new fine-tune."""
+    inputs = hashlib.sha256(f"{base}\0{sft_commit}".encode()).hexdigest()[:16]
     return ["run", "--base", base, "--repo", repo, "--sft-commit", sft_commit, "--run-key", run_key,
-            "--checkpoint-dir", f"{artifact_root}/checkpoints/{settings['experiment']}",
+            "--checkpoint-dir", f"{artifact_root}/checkpoints/{settings['experiment']}/{inputs}",
             *passed_flags(settings, (*FINETUNE_SETTINGS, *PASSED_SETTINGS))]
 
 
@@ -82,12 +85,11 @@ def launch_plan(settings: dict[str, Any], *, base: str, repo: str, sft_commit: s
     """What the `finetune` DAG's train step runs: the checked command line (SFT commit pinned) and its resources.
     Raises ConfigError naming the bad setting."""
     resources = step_resources(settings)
-    args = cli_args(settings, base=base, repo=repo, sft_commit=sft_commit, artifact_root=artifact_root,
-                    run_key=run_key)
+    where = dict(repo=repo, artifact_root=artifact_root, run_key=run_key)
+    args = cli_args(settings, base=base, sft_commit=sft_commit, **where)
     checked = plan(parser().parse_args(["validate", *args[1:]]), endpoint)
-    args[args.index("--sft-commit") + 1] = checked["sft_commit"]
-    args[args.index("--base") + 1] = checked["base"]
-    return {"args": args, "resources": resources, "plan": checked}
+    pinned = cli_args(settings, base=checked["base"], sft_commit=checked["sft_commit"], **where)
+    return {"args": pinned, "resources": resources, "plan": checked}
 
 
 def lora_config(args: argparse.Namespace) -> LoRAConfig | None:

@@ -56,10 +56,10 @@ def parser() -> argparse.ArgumentParser:
 
 
 def cli_args(settings: dict[str, Any], *, repo: str, data_commit: str, artifact_root: str, run_key: str) -> list[str]:
-    """The `run` command line for a DAG run: its checkpoints under <artifact_root>/checkpoints/<experiment>, so a
-    retry, or a later run of the same experiment, resumes them."""
+    """The `run` command line for a DAG run. Checkpoints go to <artifact_root>/checkpoints/<experiment>/<data commit>:
+    a retry, or another run on the same data, resumes them; new data starts a new training."""
     return ["run", "--repo", repo, "--data-commit", data_commit, "--run-key", run_key,
-            "--checkpoint-dir", f"{artifact_root}/checkpoints/{settings['experiment']}",
+            "--checkpoint-dir", f"{artifact_root}/checkpoints/{settings['experiment']}/{data_commit[:16]}",
             "--cache-dir", f"{artifact_root}/datasets", *passed_flags(settings, ("preset", *PASSED_SETTINGS))]
 
 
@@ -68,10 +68,12 @@ def launch_plan(settings: dict[str, Any], *, repo: str, data_commit: str, artifa
     """What the `pretrain` DAG's train step runs: the checked command line (data commit pinned) and its resources.
     Raises ConfigError naming the bad setting."""
     resources = step_resources(settings)
-    args = cli_args(settings, repo=repo, data_commit=data_commit, artifact_root=artifact_root, run_key=run_key)
-    checked = plan(parser().parse_args(["validate", *args[1:]]), endpoint)
-    args[args.index("--data-commit") + 1] = checked["data_commit"]  # pinned: a later publish cannot move it
-    return {"args": args, "resources": resources, "plan": checked}
+    where = dict(repo=repo, artifact_root=artifact_root, run_key=run_key)
+    checked = plan(parser().parse_args(["validate", *cli_args(settings, data_commit=data_commit, **where)[1:]]),
+                   endpoint)
+    # pinned to the commit id: a later publish to the branch cannot move what this run trains on
+    return {"args": cli_args(settings, data_commit=checked["data_commit"], **where), "resources": resources,
+            "plan": checked}
 
 
 def plan(args: argparse.Namespace, endpoint: LakeFSEndpoint) -> dict[str, Any]:
