@@ -1,0 +1,1 @@
+"""RAG indexing: curated lakeFS corpus -> chunks -> embeddings -> pgvector, incremental by diff."""
