@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, XComArg
 
-from plugins.connections import MLFLOW, http_url, lakefs_endpoint
+from plugins.connections import MLFLOW, http_url, lakefs_endpoint, postgres_dsn
 from plugins.launchers.base import Launcher, make_launcher
 from plugins.launchers.step import Resources, Step
 
@@ -18,7 +18,8 @@ class StepOperator(BaseOperator):
     `args`, `env`, `step_resources` and `launcher` are templated, and may come from an upstream task's XCom (e.g. a
     validation task that decides the world size): `step_resources` then arrives as a dict of Resources fields, and an
     empty `launcher` means the platform's default. `lakefs=True` hands the step the `llmops_lakefs` endpoint as
-    LAKECTL_* secrets; `mlflow=True` hands it the `llmops_mlflow` URL as MLFLOW_TRACKING_URI.
+    LAKECTL_* secrets; `mlflow=True` hands it the `llmops_mlflow` URL as MLFLOW_TRACKING_URI; `postgres=True` hands
+    it the `llmops_postgres` DSN (the platform database) as LLMOPS_PLATFORM_DSN.
     """
 
     template_fields: Sequence[str] = ("args", "env", "step_resources", "launcher")
@@ -34,6 +35,7 @@ class StepOperator(BaseOperator):
         launcher: str | None = None,
         lakefs: bool = False,
         mlflow: bool = False,
+        postgres: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -45,6 +47,7 @@ class StepOperator(BaseOperator):
         self.launcher = launcher
         self.lakefs = lakefs
         self.mlflow = mlflow
+        self.postgres = postgres
         self._launcher: Launcher | None = None
         self._describe()  # validate at parse time, so a bad step fails the DAG import, not a run
 
@@ -65,6 +68,10 @@ class StepOperator(BaseOperator):
         secrets = lakefs_endpoint().to_env() if self.lakefs else {}
         if self.mlflow:
             secrets["MLFLOW_TRACKING_URI"] = http_url(MLFLOW)
+        if self.postgres:
+            from tasks.common.platform_db import ENV_DSN
+
+            secrets[ENV_DSN] = postgres_dsn()
         self._launcher = make_launcher(self.launcher or None)
         self._launcher.run(self._describe(secrets), context, self.log)
 

@@ -64,6 +64,14 @@ def status(conn: psycopg.Connection, index_name: str) -> list[dict[str, Any]]:
     return [dict(zip(names, row, strict=True)) for row in rows.fetchall()]
 
 
+def _optional(value: str) -> str | None:
+    return value or None
+
+
+def _optional_int(value: str) -> int | None:
+    return int(value) if value else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m tasks.rag.steps", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -76,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
         command = commands.add_parser(name, help=help_text, description=help_text)
         command.add_argument("--repo", required=True, help="lakeFS repository holding the curated corpus")
         command.add_argument("--ref", required=True, help="commit id, branch or tag to index")
-        command.add_argument("--full-rebuild", action="store_true", help="build a new version even if incremental "
-                             "would do")
+        command.add_argument("--full-rebuild", action=argparse.BooleanOptionalAction, default=False,
+                             help="build a new version even if incremental would do")
         built.append(command)
     query = commands.add_parser("query", help="top-k chunks for a question from the live index")
     query.add_argument("text", help="the question")
@@ -86,9 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     status_cmd = commands.add_parser("status", help="the index's versions and what each reflects")
     for command in (*built, query, status_cmd):
         command.add_argument("--index", default="rag_chunks", help="index name (its view's name)")
-        command.add_argument("--chunker", help="a chunker named in rag.yaml (default: default_chunker)")
-        command.add_argument("--batch-size", type=int, help="embedding batch size")
-        command.add_argument("--storage", choices=["vector", "halfvec"], help="vector type of a new version")
+        # an empty value means "as configured", so a DAG can pass a null Param through a template unchanged
+        command.add_argument("--chunker", type=_optional, help="a chunker named in rag.yaml (default: default_chunker)")
+        command.add_argument("--batch-size", type=_optional_int, help="embedding batch size")
+        command.add_argument("--storage", type=_optional, help="vector | halfvec: vector type of a new version")
     args = parser.parse_args(argv)
 
     cfg = rag_config.load(args.chunker, args.batch_size, args.storage)
