@@ -53,6 +53,7 @@ PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None, str | Non
     ("curate_corpus", {"repo": CORPUS_REPO}, land_sample_data, None),
     ("pretrain", {"repo": CORPUS_REPO}, None, "curate_corpus"),
     ("finetune", {"repo": CORPUS_REPO}, None, "pretrain"),
+    ("reindex_rag", {"repo": CORPUS_REPO}, None, "curate_corpus"),
 )
 ASSET_RUN_TIMEOUT = 90  # seconds for the scheduler to turn an Asset event into a run; then the job triggers it
 
@@ -89,6 +90,15 @@ def finetuned_summary(client: AirflowClient) -> str:
     return f"Fine-tuned   registered in MLflow: {made} (alias 'candidate')"
 
 
+def rag_summary(client: AirflowClient) -> str:
+    """The index reindex_rag put live, from its Asset event (what the answer path will read)."""
+    events = client._call("GET", "/assets/events", params={"source_dag_id": "reindex_rag", "order_by": "-timestamp",
+                                                            "limit": 1})["asset_events"]
+    extra = events[0]["extra"]
+    return (f"RAG index    {extra['index']} version {extra['version']}: {extra['rows']} chunks ({extra['chunker']}, "
+            f"{extra['embedding_model']}, {extra['storage']}) reflecting lakeFS commit {extra['commit_id'][:12]}")
+
+
 def _say(line: str) -> None:
     print(line, flush=True)
 
@@ -103,18 +113,18 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
         client.wait_for_dag(dag_id)
         if follows:
             client.unpause(dag_id)  # so the upstream's Asset event starts it
-    upstream_started = ""
+    started: dict[str, str] = {}  # run_after of each DAG's run: the Asset-triggered runs it starts come later
     for dag_id, conf, before, follows in PIPELINE:
         if before is not None:
             print(f"==> preparing {dag_id}: {before.__doc__.splitlines()[0]}", flush=True)
             before(cfg)
-        run_id = client.asset_triggered_run(dag_id, upstream_started, ASSET_RUN_TIMEOUT) if follows else None
+        run_id = client.asset_triggered_run(dag_id, started.get(follows, ""), ASSET_RUN_TIMEOUT) if follows else None
         if run_id:
             print(f"==> {dag_id} run {run_id} was started by {follows}'s Asset event", flush=True)
         else:
             run_id = client.trigger(dag_id, conf)
             print(f"==> running {dag_id}: triggered run {run_id}", flush=True)
-        upstream_started = client._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["run_after"]
+        started[dag_id] = client._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["run_after"]
         state = client.wait(dag_id, run_id, timeout=1800, progress=_say)
         print(f"{dag_id} run {run_id}: {state}", flush=True)
         results.append((dag_id, state))
@@ -133,5 +143,7 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
         print(pretrained_summary(client))
     if ("finetune", "success") in results:
         print(finetuned_summary(client))
+    if ("reindex_rag", "success") in results:
+        print(rag_summary(client))
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")
     return 0 if all(state == "success" for _, state in results) else 1
