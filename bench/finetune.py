@@ -6,9 +6,7 @@
 Variants, all from the same initial weights and fed the same batches (GPTDataset over a synthetic .bin/.idx,
 bench/train.py's helpers):
   lora       our path: build_gpt(compile=True on GPU) + apply_lora (all four targets) + Trainer.train_step
-  lora+group the same with the suggested lora.py edit, swapped in by this script (grouped_lora_forward): the
-             adapter names its TP group when it enters megatron's copy/reduce regions; without a group megatron
-             warns, and that warning breaks each compiled layer into 17 graphs (torch._dynamo.explain on CPU)
+             (the 2026-11-26 runs' "lora+group" row is this path since lora.py names its TP group)
   full       the same without apply_lora (every parameter trained)
   peft       transformers LlamaForCausalLM built from export.llama_config / hf_llama_weights of the same state,
              SDPA attention, peft LoRA with the same rank, alpha and target modules (q/k/v/o/gate/up/down), peft's
@@ -57,7 +55,7 @@ from tasks.training.config import (  # noqa: E402
 
 SEED = 1234
 HF_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]  # = our four, unfused
-VARIANTS = ("lora", "lora+group", "full", "peft", "peft-bf16", "peft-compiled")
+VARIANTS = ("lora", "full", "peft", "peft-bf16", "peft-compiled")
 OPTIM = OptimConfig(lr=1e-4, min_lr=1e-5, warmup_steps=2)
 
 
@@ -116,20 +114,6 @@ def release() -> None:
         torch.cuda.empty_cache()
 
 
-def grouped_lora_forward(self, x: torch.Tensor, *args, **kwargs):
-    """LoRALinear.forward passing the base layer's TP group to megatron's regions (the suggested lora.py edit)."""
-    from megatron.core.tensor_parallel import (
-        copy_to_tensor_model_parallel_region,
-        reduce_from_tensor_model_parallel_region,
-    )
-
-    out, bias = self.base(x, *args, **kwargs)
-    hidden = F.linear(self.dropout(x), self.lora_A)
-    region = copy_to_tensor_model_parallel_region if self.column else reduce_from_tensor_model_parallel_region
-    hidden = region(hidden, group=self.base.tp_group)
-    return out + F.linear(hidden, self.lora_B) * self.scaling, bias
-
-
 # --- variants ---------------------------------------------------------------------------------------------------
 def ours(setup: Setup, runtime, lora: bool, name: str, export: dict) -> Measured:
     """The trainer's path, as tasks/training/finetune.py runs it (minus loading a checkpoint)."""
@@ -149,9 +133,7 @@ def ours(setup: Setup, runtime, lora: bool, name: str, export: dict) -> Measured
     if "state" not in export:
         export["state"] = model.state_dict()  # the base for the peft variants (tensors stay valid after .to())
     if lora:
-        for adapter in apply_lora(model, LoRAConfig(rank=setup.rank, alpha=setup.alpha), SEED):
-            if name == "lora+group":  # an instance attribute: the other variant keeps the committed forward
-                adapter.forward = grouped_lora_forward.__get__(adapter)
+        apply_lora(model, LoRAConfig(rank=setup.rank, alpha=setup.alpha), SEED)
     model = model.to(runtime.device)
     trainer = Trainer(cfg, runtime, model, train, valid, CheckpointStore(cfg.checkpoint.directory, keep=1), {},
                       log=lambda line: None, adapters_only=lora)
@@ -239,7 +221,7 @@ def timed(measured: Measured, steps: int, others_resident_gb: float) -> None:
 
 
 def build(name: str, setup: Setup, runtime, export: dict) -> Measured:
-    if name in ("lora", "lora+group", "full"):
+    if name in ("lora", "full"):
         return ours(setup, runtime, name != "full", name, export)
     if "state" not in export:
         raise SystemExit(f"--variants: {name} needs lora or full before it (it starts from their weights)")
