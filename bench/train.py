@@ -134,14 +134,13 @@ class Variant:
 
 
 def ours(runtime, model_cfg: ModelConfig, parallel: ParallelConfig, micro: int, accumulation: int,
-         total_steps: int, corpus: Path, workdir: Path, compile: str, foreach_clip: bool, name: str) -> Variant:
+         total_steps: int, corpus: Path, workdir: Path, compile: str, name: str) -> Variant:
     """The trainer itself: build_gpt, Trainer.train_step over GPTDataset batches.
 
-    compile: layers (build_gpt's compile=True), model (the whole GPTModel) or off. foreach_clip: the suggested
-    trainer.py edit, clip_grad_norm_foreach in place of trainer.clip_grad_norm during this variant's steps."""
-    from tasks.training import trainer as trainer_module
+    compile: layers (build_gpt's compile=True), model (the whole GPTModel) or off. Since 2026-11-26 the trainer
+    clips with clip_grad_norm_foreach, so this is what the runs of that day called "ours+clip"."""
     from tasks.training.checkpoint import CheckpointStore
-    from tasks.training.model import build_gpt, clip_grad_norm_foreach
+    from tasks.training.model import build_gpt
     from tasks.training.trainer import Trainer
 
     global_batch = micro * parallel.data_parallel * accumulation
@@ -157,16 +156,8 @@ def ours(runtime, model_cfg: ModelConfig, parallel: ParallelConfig, micro: int, 
     trainer = Trainer(cfg, runtime, model, train, valid, CheckpointStore(cfg.checkpoint.directory, keep=1), {},
                       log=lambda line: None)
 
-    committed_clip = trainer_module.clip_grad_norm
-
     def step() -> float:
-        if foreach_clip:
-            trainer_module.clip_grad_norm = lambda model, max_norm, rt: clip_grad_norm_foreach(model, max_norm,
-                                                                                                rt.tp_group)
-        try:
-            loss = trainer.train_step()
-        finally:
-            trainer_module.clip_grad_norm = committed_clip
+        loss = trainer.train_step()
         trainer.step += 1
         return loss
 
@@ -266,9 +257,8 @@ def parser() -> argparse.ArgumentParser:
                                                      "tiny on cpu)")
     p.add_argument("--variants", default=None,
                    help="comma-separated of: ours (the trainer; compiled layers on cuda), ours-eager (compile off), "
-                        "ours-whole (the whole GPTModel compiled), any of these +clip (with the suggested foreach "
-                        "clipping), baseline (compiled plain PyTorch, one GPU). Default: ours,ours+clip,baseline on "
-                        "one GPU, ours,ours+clip otherwise")
+                        "ours-whole (the whole GPTModel compiled), baseline (compiled plain PyTorch, one GPU). "
+                        "Default: ours,baseline on one GPU, ours otherwise")
     p.add_argument("--micro-batch-size", type=int, help=f"default per preset: {DEFAULT_MICRO_BATCH}")
     p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step (ours only)")
     p.add_argument("--tensor-parallel", type=int, default=1)
@@ -289,8 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--device cuda: no CUDA device here")
     parallel = ParallelConfig(args.tensor_parallel, 1, args.data_parallel)
     gpus = parallel.world_size if cuda else 0
-    names = (args.variants or ("ours,ours+clip,baseline" if cuda and parallel.world_size == 1
-                               else "ours,ours+clip")).split(",")
+    names = (args.variants or ("ours,baseline" if cuda and parallel.world_size == 1 else "ours")).split(",")
     if "baseline" in names and not (cuda and parallel.world_size == 1):
         raise SystemExit("the baseline runs on one GPU only")
     peak = H100_PEAK if cuda and "H100" in torch.cuda.get_device_name() else None
@@ -321,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     compile = "off" if not cuda or "eager" in name else "model" if "whole" in name else "layers"
                     variants.append(ours(runtime, model_cfg, parallel, micro, args.accumulation, total, corpus,
-                                         Path(tmp) / preset / name, compile, "+clip" in name, name))
+                                         Path(tmp) / preset / name, compile, name))
             for variant in variants:
                 began = time.perf_counter()
                 timed(variant, args.warmup)
