@@ -51,12 +51,23 @@ class AirflowClient:
                 raise TimeoutError(f"DAG {dag_id} not parsed within {timeout:.0f}s; import errors: {errors}")
             time.sleep(2)
 
+    def drop_queued_asset_events(self, dag_id: str) -> None:
+        """A paused DAG still queues the Asset events it is scheduled on, and unpausing it starts a run from that
+        stale queue: dropped first, so unpausing starts only what is asked for."""
+        response = self._http.delete(f"/dags/{dag_id}/assets/queuedEvents")
+        if response.status_code not in (204, 404):  # 404: nothing queued
+            raise RuntimeError(f"DELETE queued asset events of {dag_id} -> {response.status_code}: {response.text}")
+
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
+        """Run the DAG now with `conf`, and only that run (stale queued Asset events are dropped first)."""
+        self.drop_queued_asset_events(dag_id)
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
         run = self._call("POST", f"/dags/{dag_id}/dagRuns", json={"logical_date": None, "conf": conf or {}})
         return run["dag_run_id"]
 
-    def unpause(self, dag_id: str) -> None:
+    def follow_assets(self, dag_id: str) -> None:
+        """Unpause the DAG so that the next Asset event it is scheduled on starts it (and no stale one does)."""
+        self.drop_queued_asset_events(dag_id)
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 
     def asset_triggered_run(self, dag_id: str, after: str, timeout: float) -> str | None:

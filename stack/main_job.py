@@ -112,7 +112,7 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
     for dag_id, _, _, follows in PIPELINE:
         client.wait_for_dag(dag_id)
         if follows:
-            client.unpause(dag_id)  # so the upstream's Asset event starts it
+            client.follow_assets(dag_id)
     started: dict[str, str] = {}  # run_after of each DAG's run: the Asset-triggered runs it starts come later
     for dag_id, conf, before, follows in PIPELINE:
         if before is not None:
