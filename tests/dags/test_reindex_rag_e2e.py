@@ -1,10 +1,15 @@
 """reindex_rag on the real stack through the REST API: a bad Param stops before embedding; a first run builds the
 index; after records change, go and arrive only the diff is embedded and removed documents are gone; a re-run is a
-no-op; a full rebuild with another chunker swaps in atomically while a reader watches."""
+no-op; a full rebuild with another chunker swaps in atomically while a reader watches; a rebuild killed with -9 and
+retried by Airflow resumes and ends with exactly the rows of the incrementally maintained index."""
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
+import time
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -97,3 +102,42 @@ def test_incremental_reindex_then_atomic_full_rebuild(client: AirflowClient, run
     with psycopg.connect(dsn) as conn:
         states = dict(conn.execute("SELECT version, state FROM rag_indexes WHERE index_name = %s", (INDEX,)))
     assert states == {1: "retired", 2: "live"}
+
+    # kill -9 a full rebuild mid-way (slices of 16 chunks at batch size 2); Airflow's retry resumes it
+    with psycopg.connect(dsn) as conn:
+        incremental = {h for (h,) in conn.execute(f"SELECT chunk_hash FROM {INDEX}_v1")}
+    run_id = client.trigger(DAG, {"repo": REPO_NAME, "index": INDEX, "full_rebuild": True, "batch_size": 2})
+    deadline = time.monotonic() + 300
+    while building_rows(dsn, version=3) < 16:
+        assert time.monotonic() < deadline and client.run_state(DAG, run_id) not in ("success", "failed")
+        time.sleep(0.2)
+    victims = step_pids(INDEX)
+    assert victims, "no reindex process to kill"
+    for pid in victims:
+        os.kill(pid, signal.SIGKILL)
+    assert client.wait(DAG, run_id, timeout=600) == "success", client.task_states(DAG, run_id)
+    assert "killed by signal 9" in client.task_log(DAG, run_id, "reindex", 1)
+    assert "resuming the unfinished build of version 3" in client.task_log(DAG, run_id, "reindex", 2)
+    assert published(client, run_id)["version"] == 3
+    with psycopg.connect(dsn) as conn:
+        assert {h for (h,) in conn.execute(f"SELECT chunk_hash FROM {INDEX}")} == incremental
+
+
+def building_rows(dsn: str, version: int) -> int:
+    """Rows in a version's table while it is being built (0 until the table exists)."""
+    with psycopg.connect(dsn) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"{INDEX}_v{version}",)).fetchone()[0]
+        return conn.execute(f"SELECT count(*) FROM {INDEX}_v{version}").fetchone()[0] if exists else 0
+
+
+def step_pids(index: str) -> list[int]:
+    """The reindex step's processes (the launcher's subprocess), found by their command line."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if b"tasks.rag.steps" in cmdline and index.encode() in cmdline:
+            pids.append(int(entry))
+    return pids
