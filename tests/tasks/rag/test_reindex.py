@@ -4,6 +4,7 @@ and a failed or crashed one leaves the old version serving."""
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
@@ -15,7 +16,7 @@ import pytest
 from tasks.common import platform_db
 from tasks.common.versioned_data import LakeFSEndpoint, VersionedRepo
 from tasks.rag import config as rag_config
-from tasks.rag import store
+from tasks.rag import steps, store
 from tasks.rag.chunking import Document
 from tasks.rag.embedding import Embedder
 from tasks.rag.reindex import EvaluationFailedError, reindex
@@ -175,6 +176,22 @@ def test_halfvec_retrieval_with_a_source_filter_logs_short_results(conn, repo, m
     assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
     assert f"returned {in_source} of k={in_source + 5} rows for source={source!r}" in caplog.text
     assert len(retrieve(conn, name, query, 5, halfvec.index)) == 5
+
+
+def test_the_cli_reports_status_and_answers_queries(conn, repo, model, platform_dsn, monkeypatch, capsys):
+    name, records = index_name(), sample_records(20)
+    commit = publish_corpus(repo.endpoint, repo.repo_id, records, "v1")
+    reindex(conn, repo, commit, name, CFG, chunker_for(CFG), lambda: model)
+    monkeypatch.setenv(platform_db.ENV_DSN, platform_dsn)
+    capsys.readouterr()
+    assert steps.main(["status", "--index", name]) == 0
+    [version] = json.loads(capsys.readouterr().out)
+    assert (version["state"], version["commit_id"], version["storage"]) == ("live", commit, "vector")
+    # empty option values (what a null DAG Param renders as) mean "as configured"
+    assert steps.main(["query", records[5]["text"][:200], "--index", name, "--k", "2", "--chunker", "",
+                       "--batch-size", "", "--storage", ""]) == 0
+    hits = json.loads(capsys.readouterr().out)
+    assert len(hits) == 2 and hits[0]["doc_id"] == records[5]["id"]
 
 
 def test_migrations_apply_once_in_order_and_an_edited_one_is_refused(platform_dsn: str, tmp_path):
