@@ -1,6 +1,6 @@
 """Documents -> chunks, by the strategy named in config: token windows with overlap, or sections (headings and
-paragraphs kept whole, packed up to a token budget). Tokens are the embedding model's own word pieces, so a chunk
-never exceeds what the model reads.
+paragraphs kept whole, packed up to a token budget). Tokens are the embedding model's own word pieces, so sizes are
+in the units the model reads (all-MiniLM-L6-v2 reads at most 256; the model truncates anything longer).
 
 A chunk's key is the sha256 of (document id, source, text): the same content always gets the same key, so an insert
 retried after a crash finds its rows already there, and a document edit re-embeds only the chunks whose text moved.

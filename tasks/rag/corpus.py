@@ -31,10 +31,6 @@ class CorpusDiff:
     def upserts(self) -> tuple[Document, ...]:
         return self.added + self.changed
 
-    @property
-    def empty(self) -> bool:
-        return not (self.added or self.changed or self.removed)
-
     def counts(self) -> dict[str, int]:
         return {"docs_added": len(self.added), "docs_changed": len(self.changed), "docs_removed": len(self.removed)}
 
