@@ -32,7 +32,10 @@ def test_a_clone_with_nothing_beside_it_passes_the_fast_suite(tmp_path: Path) ->
     env = {k: v for k, v in os.environ.items() if not k.startswith(OUTER_SETTINGS)} | {"PYTHONPATH": str(clone)}
     suite = subprocess.run(
         # the existing venv's interpreter (no reinstall); --ignore too, so this test never runs itself
-        [sys.executable, "-m", "pytest", "-m", "not slow", "-p", "no:cacheprovider", f"--ignore={THIS_TEST}"],
+        # its own --basetemp: a second pytest session numbering dirs under /tmp/pytest-of-<user> would prune the
+        # outer session's, which hold the shared stack's live Postgres data directory
+        [sys.executable, "-m", "pytest", "-m", "not slow", "-p", "no:cacheprovider", f"--ignore={THIS_TEST}",
+         f"--basetemp={tmp_path / 'inner-pytest'}"],
         cwd=clone, env=env, capture_output=True, text=True, timeout=600,
     )
     assert suite.returncode == 0, suite.stdout[-6000:] + suite.stderr[-3000:]
