@@ -13,7 +13,7 @@ import pytest
 from stack import lakefs
 from stack.airflow_api import AirflowClient
 from stack.components import mlflow_url
-from tests.stack.harness import RunningStack
+from tests.stack.harness import RunningStack, step_pids
 from tests.tasks.training.corpus import publish_tokenized
 
 pytestmark = pytest.mark.slow
@@ -44,19 +44,6 @@ def published(client: AirflowClient, run_id: str) -> dict:
     return events["asset_events"][0]["extra"]
 
 
-def training_pids(experiment: str) -> list[int]:
-    """The training processes of one experiment (the launcher's subprocess), found by their command line."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if b"tasks.training.pretrain" in cmdline and f"checkpoints/{experiment}".encode() in b" ".join(cmdline):
-            pids.append(int(entry))
-    return pids
-
-
 def test_bad_params_fail_the_first_task_naming_the_param(client: AirflowClient):
     run_id, state, tasks = run(client, {**SMALL, "tensor_parallel": 3, "experiment": "e2e-bad"})
     assert state == "failed" and tasks["validate"] == "failed" and tasks["train"] == "upstream_failed", tasks
@@ -75,7 +62,7 @@ def test_kill_9_then_airflow_retry_matches_an_uninterrupted_run(client: AirflowC
     while not list(experiment.glob("*/step-00000008/manifest.json")):
         assert time.monotonic() < deadline and client.run_state(DAG, killed_id) not in ("success", "failed")
         time.sleep(0.2)
-    victims = training_pids("e2e-killed")
+    victims = step_pids("tasks.training.pretrain", "checkpoints/e2e-killed")
     assert victims, "no training process to kill"
     for pid in victims:
         os.kill(pid, signal.SIGKILL)

@@ -9,14 +9,13 @@ import os
 import signal
 import threading
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
 
 from stack import lakefs, postgres
 from stack.airflow_api import AirflowClient
-from tests.stack.harness import RunningStack
+from tests.stack.harness import RunningStack, step_pids
 from tests.tasks.rag.corpus import publish_corpus, sample_records
 
 pytestmark = pytest.mark.slow
@@ -111,7 +110,7 @@ def test_incremental_reindex_then_atomic_full_rebuild(client: AirflowClient, run
     while building_rows(dsn, version=3) < 16:
         assert time.monotonic() < deadline and client.run_state(DAG, run_id) not in ("success", "failed")
         time.sleep(0.2)
-    victims = step_pids(INDEX)
+    victims = step_pids("tasks.rag.steps", INDEX)
     assert victims, "no reindex process to kill"
     for pid in victims:
         os.kill(pid, signal.SIGKILL)
@@ -128,16 +127,3 @@ def building_rows(dsn: str, version: int) -> int:
     with psycopg.connect(dsn) as conn:
         exists = conn.execute("SELECT to_regclass(%s)", (f"{INDEX}_v{version}",)).fetchone()[0]
         return conn.execute(f"SELECT count(*) FROM {INDEX}_v{version}").fetchone()[0] if exists else 0
-
-
-def step_pids(index: str) -> list[int]:
-    """The reindex step's processes (the launcher's subprocess), found by their command line."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        try:
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
-        except (OSError, ValueError):
-            continue
-        if b"tasks.rag.steps" in cmdline and index.encode() in cmdline:
-            pids.append(int(entry))
-    return pids

@@ -479,7 +479,7 @@ def test_multi_node_pretrain_job_gets_nccl_env_and_checkpoints_on_the_shared_vol
 
     assert base["command"][:3] == ["torchrun", "--nnodes=2", "--nproc-per-node=8"]
     command = base["command"]
-    assert command[command.index("--checkpoint-dir") + 1] == f"{config['data_mount_path']}/checkpoints/llama-1b"
+    assert command[command.index("--checkpoint-dir") + 1] == f"{config['data_mount_path']}/checkpoints/llama-1b/c0ffee"
     assert {"name": "data", "mountPath": config["data_mount_path"]} in base["volumeMounts"]
     assert {"name": "dshm", "mountPath": "/dev/shm"} in base["volumeMounts"]
     assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == config["gpu_env"]["TORCH_NCCL_ASYNC_ERROR_HANDLING"]

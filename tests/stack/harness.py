@@ -49,3 +49,17 @@ def _parent(pid: int) -> int | None:
             return int(stat.read().split(")")[-1].split()[1])
     except OSError:
         return None
+
+
+def step_pids(module: str, marker: str) -> list[int]:
+    """A launcher's step processes: those running `python -m <module>` with `marker` somewhere in their command line
+    (the only way to reach the process a task started, to kill it as a crash would)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if module.encode() in cmdline and marker.encode() in b" ".join(cmdline):
+            pids.append(int(entry))
+    return pids
