@@ -82,6 +82,12 @@ class AirflowClient:
                 return None
             time.sleep(2)
 
+    def latest_asset_extra(self, dag_id: str) -> dict[str, Any]:
+        """The extra of the newest Asset event a DAG emitted: what it made, for people and for the next DAG."""
+        events = self._call("GET", "/assets/events", params={"source_dag_id": dag_id, "order_by": "-timestamp",
+                                                              "limit": 1})["asset_events"]
+        return events[0]["extra"]
+
     def run_state(self, dag_id: str, run_id: str) -> str:
         return self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")["state"]
 

@@ -74,27 +74,21 @@ def curated_summary(cfg: StackConfig) -> str:
 
 def pretrained_summary(client: AirflowClient) -> str:
     """The checkpoint pretrain published, from its Asset event (what fine-tuning will be triggered by)."""
-    events = client._call("GET", "/assets/events", params={"source_dag_id": "pretrain", "order_by": "-timestamp",
-                                                            "limit": 1})["asset_events"]
-    extra = events[0]["extra"]
+    extra = client.latest_asset_extra("pretrain")
     return (f"Pretrained   {extra['preset']} model, step {extra['step']}, loss {extra['loss']:.3f}, on lakeFS commit "
             f"{extra['data_commit'][:12]}: checkpoint {extra['checkpoint_uri']} (MLflow run {extra['mlflow_run_id']})")
 
 
 def finetuned_summary(client: AirflowClient) -> str:
     """The registered versions fine-tuning made, from its Asset event (what deployment will be triggered by)."""
-    events = client._call("GET", "/assets/events", params={"source_dag_id": "finetune", "order_by": "-timestamp",
-                                                            "limit": 1})["asset_events"]
-    registered = events[0]["extra"]["registered"]
+    registered = client.latest_asset_extra("finetune")["registered"]
     made = ", ".join(f"{kind} {v['name']} v{v['version']}" for kind, v in registered.items() if v)
     return f"Fine-tuned   registered in MLflow: {made} (alias 'candidate')"
 
 
 def rag_summary(client: AirflowClient) -> str:
     """The index reindex_rag put live, from its Asset event (what the answer path will read)."""
-    events = client._call("GET", "/assets/events", params={"source_dag_id": "reindex_rag", "order_by": "-timestamp",
-                                                            "limit": 1})["asset_events"]
-    extra = events[0]["extra"]
+    extra = client.latest_asset_extra("reindex_rag")
     return (f"RAG index    {extra['index']} version {extra['version']}: {extra['rows']} chunks ({extra['chunker']}, "
             f"{extra['embedding_model']}, {extra['storage']}) reflecting lakeFS commit {extra['commit_id'][:12]}")
 
