@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.train import Variant, datasets, sync, write_corpus  # noqa: E402
+from bench.train import Variant, add_timing_arguments, datasets, sync, use_device, write_corpus  # noqa: E402
 from tasks.training.config import (  # noqa: E402
     BatchConfig,
     CheckpointConfig,
@@ -259,20 +259,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--micro-batch-size", type=int, default=None, help="default: 4 on cuda, 8 on cpu")
     p.add_argument("--lora-rank", type=int, default=16)
     p.add_argument("--lora-alpha", type=float, default=32.0)
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (compilation happens here)")
-    p.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
-    p.add_argument("--rounds", type=int, default=2, help="timed rounds, alternating the variants")
-    p.add_argument("--json", type=Path, help="also write the rows (with every step's time and loss) here")
+    add_timing_arguments(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before CUDA initialises: the trainer picks its device by it
-    cuda = torch.cuda.is_available()
-    if args.device == "cuda" and not cuda:
-        raise SystemExit("--device cuda: no CUDA device here")
+    cuda = use_device(args.device)
     names = (args.variants or ("lora,full,peft,peft-bf16" if cuda else "lora,full")).split(",")
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:

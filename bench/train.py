@@ -263,20 +263,31 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--accumulation", type=int, default=1, help="micro-batches per step (ours only)")
     p.add_argument("--tensor-parallel", type=int, default=1)
     p.add_argument("--data-parallel", type=int, default=1)
+    add_timing_arguments(p)
+    return p
+
+
+def add_timing_arguments(p: argparse.ArgumentParser) -> None:
+    """Warm-up, timed steps and rounds, and the JSON dump: the same for every training benchmark."""
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per variant (compilation happens here)")
     p.add_argument("--steps", type=int, default=10, help="timed steps per variant and round")
     p.add_argument("--rounds", type=int, default=2, help="timed rounds, alternating the variants")
-    p.add_argument("--json", type=Path, help="also write the rows (with every step's loss) here")
-    return p
+    p.add_argument("--json", type=Path, help="also write the rows (with every step's time and loss) here")
+
+
+def use_device(device: str | None) -> bool:
+    """True for CUDA. --device cpu hides the GPUs before CUDA initialises: the trainer picks its device by them."""
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+    cuda = torch.cuda.is_available()
+    if device == "cuda" and not cuda:
+        raise SystemExit("--device cuda: no CUDA device here")
+    return cuda
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if args.device == "cpu":
-        os.environ["CUDA_VISIBLE_DEVICES"] = ""  # before CUDA initialises: the trainer picks its device by it
-    cuda = torch.cuda.is_available()
-    if args.device == "cuda" and not cuda:
-        raise SystemExit("--device cuda: no CUDA device here")
+    cuda = use_device(args.device)
     parallel = ParallelConfig(args.tensor_parallel, 1, args.data_parallel)
     gpus = parallel.world_size if cuda else 0
     names = (args.variants or ("ours,baseline" if cuda and parallel.world_size == 1 else "ours")).split(",")
