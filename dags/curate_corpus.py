@@ -7,15 +7,15 @@ as it was and its branch (`run-curate-corpus-...`) in lakeFS for inspection.
 
 from __future__ import annotations
 
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Param, dag, task
 
+from plugins.assets import CURATED_CORPUS
 from plugins.conf_guard import check_conf
 from plugins.connections import lakefs_endpoint
 from plugins.dag_defaults import DEFAULT_ARGS
 from plugins.launchers.step import Resources
 from plugins.step_operator import StepOperator
 
-CURATED_CORPUS = Asset("lakefs://corpus/main/curated")
 CURATION_STEPS = "tasks.curation.steps"
 STEP_RESOURCES = Resources(cpu="2", memory="4Gi")
 RUN_BRANCH = "{{ ti.xcom_pull(task_ids='open_run_branch')['branch'] }}"

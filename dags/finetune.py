@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from plugins.assets import FINETUNED, PRETRAINED
+from plugins.assets import FINETUNED, PRETRAINED, newest_extra
 from plugins.conf_guard import check_conf
 from plugins.dag_defaults import DEFAULT_ARGS
 from plugins.training import launcher_choice, recorded_tags, train_step, training_params
@@ -56,9 +56,8 @@ def finetune():
         from tasks.training import finetune as tuner
 
         root = artifact_root(launcher_choice(params))
-        events = (triggering_asset_events or {}).get(PRETRAINED) or []
-        newest = max(events, key=lambda event: event.timestamp) if events else None
-        base = params["base"] or (newest.extra["checkpoint_uri"] if newest else f"{root}/checkpoints/pretrain")
+        event = newest_extra(triggering_asset_events, PRETRAINED)
+        base = params["base"] or (event["checkpoint_uri"] if event else f"{root}/checkpoints/pretrain")
         os.environ.setdefault("MLFLOW_TRACKING_URI", http_url(MLFLOW))  # to resolve models:/ bases
         planned = tuner.launch_plan(params, base=base, repo=params["repo"], sft_commit=params["sft_commit"] or "main",
                                     artifact_root=root, run_key=f"{dag_run.dag_id}/{dag_run.run_id}",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from plugins.assets import CURATED_CORPUS, PRETRAINED
+from plugins.assets import CURATED_CORPUS, PRETRAINED, curated_input, curated_input_params
 from plugins.conf_guard import check_conf
 from plugins.dag_defaults import DEFAULT_ARGS
 from plugins.training import launcher_choice, recorded_tags, train_step, training_params
@@ -25,11 +25,7 @@ from plugins.training import launcher_choice, recorded_tags, train_step, trainin
     default_args=DEFAULT_ARGS,
     max_active_runs=1,
     params={
-        "repo": Param("corpus", type="string", pattern="^[a-z0-9][a-z0-9-]{2,62}$",
-                      description="lakeFS repository curate_corpus published to"),
-        "data_commit": Param(None, type=["null", "string"],
-                             description="lakeFS commit id or ref of the tokenized corpus; empty = the triggering "
-                                         "Asset event's commit, else the head of main"),
+        **curated_input_params("of the tokenized corpus"),
         "preset": Param("tiny", enum=["tiny", "125m", "1b"], description="model size"),
         **training_params(experiment="pretrain", steps=300, lr=3e-3),
     },
@@ -43,12 +39,8 @@ def pretrain():
         from plugins.launchers.base import artifact_root
         from tasks.training import pretrain as trainer
 
-        repo, commit = params["repo"], params["data_commit"]
-        events = (triggering_asset_events or {}).get(CURATED_CORPUS) or []
-        if not commit and events:
-            newest = max(events, key=lambda event: event.timestamp)
-            repo, commit = newest.extra["repo"], newest.extra["commit_id"]
-        planned = trainer.launch_plan(params, repo=repo, data_commit=commit or "main",
+        repo, commit = curated_input(params, triggering_asset_events)
+        planned = trainer.launch_plan(params, repo=repo, data_commit=commit,
                                       artifact_root=artifact_root(launcher_choice(params)),
                                       run_key=f"{dag_run.dag_id}/{dag_run.run_id}", endpoint=lakefs_endpoint())
         print(f"plan: {planned}")

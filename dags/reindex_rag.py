@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from plugins.assets import CURATED_CORPUS, RAG_INDEX
+from plugins.assets import CURATED_CORPUS, RAG_INDEX, curated_input, curated_input_params
 from plugins.conf_guard import check_conf
 from plugins.connections import lakefs_endpoint, postgres_dsn
 from plugins.dag_defaults import DEFAULT_ARGS
@@ -30,11 +30,7 @@ PLAN = "ti.xcom_pull(task_ids='validate')"
     default_args=DEFAULT_ARGS,
     max_active_runs=1,
     params={
-        "repo": Param("corpus", type="string", pattern="^[a-z0-9][a-z0-9-]{2,62}$",
-                      description="lakeFS repository curate_corpus published to"),
-        "data_commit": Param(None, type=["null", "string"],
-                             description="lakeFS commit id or ref to index; empty = the triggering Asset event's "
-                                         "commit, else the head of main"),
+        **curated_input_params("to index"),
         "index": Param("rag_chunks", type="string", pattern="^[a-z][a-z0-9_]{2,40}$",
                        description="index name: the view readers query"),
         "full_rebuild": Param(False, type="boolean",
@@ -56,13 +52,9 @@ def reindex_rag():
         from tasks.rag import config as rag_config
         from tasks.rag import steps
 
-        repo, ref = params["repo"], params["data_commit"]
-        events = (triggering_asset_events or {}).get(CURATED_CORPUS) or []
-        if not ref and events:
-            newest = max(events, key=lambda event: event.timestamp)
-            repo, ref = newest.extra["repo"], newest.extra["commit_id"]
+        repo, ref = curated_input(params, triggering_asset_events)
         cfg = rag_config.load(params["chunker"], params["batch_size"], params["storage"])
-        planned = steps.validate(lakefs_endpoint(), postgres_dsn(), repo, ref or "main", params["index"], cfg,
+        planned = steps.validate(lakefs_endpoint(), postgres_dsn(), repo, ref, params["index"], cfg,
                                  params["full_rebuild"])
         print(f"plan: {planned}")
         return planned
