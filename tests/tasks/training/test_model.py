@@ -76,7 +76,7 @@ def _loss_on_this_rank(tensor_parallel: int) -> float:
 
 def test_tp2_loss_equals_tp1(runtime, tmp_path):
     out = tmp_path / "loss"
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29517",
+    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
                     __file__, str(out)], cwd=REPO, check=True, capture_output=True, timeout=300,
                    env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONWARNINGS": "ignore"})
     torch.manual_seed(3)
