@@ -1,0 +1,1 @@
+"""Serving: inference engines built into a versioned Triton model repository, deployed with gates."""
