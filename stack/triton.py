@@ -52,6 +52,8 @@ def argv(cfg: StackConfig) -> list[str]:
         f"--metrics-address={HOST}",
         f"--metrics-port={cfg.triton_metrics_port}",
         "--exit-on-error=false",
+        # readiness means "serving": an unloaded or failed deploy candidate must not mark the whole server unready
+        "--strict-readiness=false",
         "--log-verbose=0",
     ]
 

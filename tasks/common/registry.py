@@ -78,3 +78,19 @@ def resolve(uri: str, name: str, version_or_alias: str) -> ModelVersion:
     except MlflowException as error:
         raise LookupError(f"base: no registered model version {name}/{version_or_alias} in MLflow at {uri}") from error
     return ModelVersion(name, str(found.version), found.source, dict(found.tags))
+
+
+def move_alias(uri: str, name: str, alias: str, version: str | None) -> None:
+    """Point `alias` at version (None removes it). MLflow keeps no history of this: deployments record their own."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    if version is not None:
+        client.set_registered_model_alias(name, alias, version)
+        return
+    try:
+        client.delete_registered_model_alias(name, alias)
+    except MlflowException as error:
+        if "RESOURCE_DOES_NOT_EXIST" not in str(error.error_code):
+            raise
