@@ -9,6 +9,7 @@ CURATED_CORPUS = Asset("lakefs://corpus/main/curated")
 PRETRAINED = Asset("llmops://checkpoints/pretrain")
 FINETUNED = Asset("llmops://models/finetuned")
 RAG_INDEX = Asset("llmops://rag/index")
+DEPLOYED = Asset("llmops://serving/deployed")
 
 
 def newest_extra(triggering_asset_events: Any, asset: Asset) -> dict[str, Any] | None:

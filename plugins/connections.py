@@ -32,6 +32,12 @@ def http_url(conn_id: str) -> str:
     return f"{scheme}://{conn.host}{port}"
 
 
+def triton_grpc(conn_id: str = TRITON) -> str:
+    """host:port of Triton's gRPC endpoint (streaming generation): the connection's extra `grpc_port`."""
+    conn = BaseHook.get_connection(conn_id)
+    return f"{conn.host}:{conn.extra_dejson.get('grpc_port', 8001)}"
+
+
 def lakefs_endpoint(conn_id: str = LAKEFS) -> LakeFSEndpoint:
     """login/password of the connection are lakeFS's access key id / secret access key."""
     from tasks.common.versioned_data import LakeFSEndpoint  # the lakefs SDK is too heavy for DAG parsing

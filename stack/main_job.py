@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from stack import airflow, lakefs
+from stack import airflow, lakefs, triton
 from stack.airflow_api import AirflowClient
 from stack.components import mlflow_url
 from stack.config import REPO_ROOT, StackConfig
@@ -53,6 +53,7 @@ PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None, str | Non
     ("curate_corpus", {"repo": CORPUS_REPO}, land_sample_data, None),
     ("pretrain", {"repo": CORPUS_REPO}, None, "curate_corpus"),
     ("finetune", {"repo": CORPUS_REPO}, None, "pretrain"),
+    ("build_and_deploy", {}, None, "finetune"),
     ("reindex_rag", {"repo": CORPUS_REPO}, None, "curate_corpus"),
 )
 ASSET_RUN_TIMEOUT = 90  # seconds for the scheduler to turn an Asset event into a run; then the job triggers it
@@ -84,6 +85,26 @@ def finetuned_summary(client: AirflowClient) -> str:
     registered = client.latest_asset_extra("finetune")["registered"]
     made = ", ".join(f"{kind} {v['name']} v{v['version']}" for kind, v in registered.items() if v)
     return f"Fine-tuned   registered in MLflow: {made} (alias 'candidate')"
+
+
+SAMPLE_PROMPT = "def "
+
+
+def deployed_summary(cfg: StackConfig, client: AirflowClient) -> str:
+    """What serves now, from the deploy's Asset event, and a prompt streamed through Triton to base and adapter."""
+    from tasks.serving.client import generate
+
+    extra = client.latest_asset_extra("build_and_deploy")
+    grpc = f"127.0.0.1:{cfg.triton_grpc_port}"
+    lines = [f"Deployed     Triton model '{extra['served_name']}' version {extra['version']} = "
+             f"{extra['registered_model']} v{extra['registered_version']} (MLflow alias 'champion'), adapters "
+             f"{extra['adapters'] or 'none'}; history in the platform database's deployment_history table"]
+    for adapter in [None, *extra["adapters"]]:
+        answer = generate(grpc, extra["served_name"], SAMPLE_PROMPT, max_tokens=24,
+                          **({"lora_name": adapter} if adapter else {}))
+        lines.append(f"  streamed {SAMPLE_PROMPT!r} -> {answer.text!r} ({len(answer.token_times)} pieces, "
+                     f"first after {answer.ttft * 1000:.0f} ms, {adapter or 'base'})")
+    return "\n".join(lines)
 
 
 def rag_summary(client: AirflowClient) -> str:
@@ -131,12 +152,16 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
     print(f"Airflow UI   {airflow.api_url(cfg)}  (login: {airflow.ADMIN_USER} / {airflow.admin_password(cfg)})")
     print(f"MLflow       {mlflow_url(cfg)}")
     print(f"lakeFS       {lakefs.url(cfg)}/api/v1  (key pair in {cfg.home / 'lakefs' / 'credentials.json'})")
+    print(f"Triton       {triton.url(cfg)}  (gRPC 127.0.0.1:{cfg.triton_grpc_port}, Prometheus metrics "
+          f"http://127.0.0.1:{cfg.triton_metrics_port}/metrics)")
     if ("curate_corpus", "success") in results:
         print(curated_summary(cfg))
     if ("pretrain", "success") in results:
         print(pretrained_summary(client))
     if ("finetune", "success") in results:
         print(finetuned_summary(client))
+    if ("build_and_deploy", "success") in results:
+        print(deployed_summary(cfg, client))
     if ("reindex_rag", "success") in results:
         print(rag_summary(client))
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")

@@ -11,7 +11,15 @@ import pytest
 
 from tasks.serving import build, python_target
 from tasks.serving.client import TritonError, generate
-from tasks.serving.deploy import GateFailed, Target, latency_gate, promote, smoke_test, stage_candidate, unload_candidate
+from tasks.serving.deploy import (
+    GateFailed,
+    Target,
+    latency_gate,
+    promote,
+    smoke_test,
+    stage_candidate,
+    unload_candidate,
+)
 
 
 def other_llama(tiny_llama: Path, out: Path, seed: int) -> Path:

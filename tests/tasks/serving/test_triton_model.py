@@ -11,6 +11,7 @@ import pytest
 
 from tasks.serving import python_target
 from tasks.serving.client import TritonError, generate
+from tests.tasks.serving import models
 
 PROMPTS = ["def add(a, b):", "The quick brown", "import os", "print(", "return a", "lazy dog", "fox", "sys"]
 
@@ -34,20 +35,7 @@ def hf_greedy(checkpoint: Path, prompt: str, max_tokens: int, adapter: Path | No
 
 @pytest.fixture(scope="module")
 def lora_adapter(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(1)
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama),
-                           LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj", "down_proj"]))
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if "lora_B" in name:
-                parameter.normal_(0, 0.5)  # a trained adapter: non-zero, so it changes the output
-    out = tmp_path_factory.mktemp("adapter")
-    model.save_pretrained(out)
-    return out
+    return models.lora_adapter(tiny_llama, tmp_path_factory.mktemp("adapter"))
 
 
 @pytest.fixture(scope="module")
