@@ -1,7 +1,7 @@
 """Build a deployment: registered model version (+ LoRA adapters) -> a new version in the Triton model repository.
 
-    python -m tasks.serving.build --model models:/llmops-tiny/3 --adapter models:/llmops-tiny-lora/2 \
-        --repository .stack/triton --served-name llm [--target python|tensorrt_llm] [--quantization int8-dynamic]
+    python -m tasks.serving.build --model models:/llmops-tiny/3 --adapter models:/llmops-tiny-lora/2
+                                  --repository .stack/triton --served-name llm [--quantization int8-dynamic]
 
 Downloads the registered artifacts from MLflow, checks that every adapter was trained on this base (so tokenizer
 and weights agree), computes the reference generation the deploy smoke test compares against (greedy, in-process,
@@ -19,6 +19,7 @@ from typing import Any
 
 from tasks.common import registry
 from tasks.serving import python_target
+from tasks.serving.quantize import check_quantization
 from tasks.serving.repository import ModelRepository
 
 REFERENCE_PROMPT = "def "
@@ -67,32 +68,57 @@ def reference_generation(checkpoint: Path, adapters: dict[str, Path]) -> dict[st
             "adapters": {name: greedy(path) for name, path in adapters.items()}}
 
 
-def build(tracking_uri: str, model_uri: str, adapter_uris: list[str], repository: ModelRepository, served_name: str,
-          target: str = "python", quantization: str | None = None, retention: int = 3) -> dict[str, Any]:
+def plan(tracking_uri: str, model_uri: str, adapter_uris: list[str]
+         ) -> tuple[registry.ModelVersion, list[registry.ModelVersion]]:
+    """The registered base and adapters, checked to belong together, before anything is downloaded."""
     name, wanted = parse_model_uri(model_uri)
     base = registry.resolve(tracking_uri, name, wanted)
     adapters = [registry.resolve(tracking_uri, *parse_model_uri(uri)) for uri in adapter_uris]
     for adapter in adapters:
-        if adapter.tags.get("base_version") != base.version:
-            raise BuildError(f"adapter {adapter.name} v{adapter.version} was trained on {name} "
-                             f"v{adapter.tags.get('base_version') or '?'}, not on v{base.version}: its tokenizer and "
-                             "weights may not match this base; deploy it with the base it was trained on")
-    lineage = {"registered_model": base.name, "registered_version": base.version, "source": base.source}
+        if adapter.tags.get("base_version") != base.version or not adapter.name.startswith(base.name):
+            raise BuildError(f"adapter {adapter.name} v{adapter.version} was trained on base "
+                             f"v{adapter.tags.get('base_version') or '?'}, not on {base.name} v{base.version}: its "
+                             "tokenizer and weights may not match; deploy it with the base it was trained on")
+    return base, adapters
+
+
+def find_built(repository: ModelRepository, served_name: str, run_key: str) -> int | None:
+    """The version an earlier attempt of this run already wrote (a retried build reuses it)."""
+    for version in reversed(repository.versions(served_name)):
+        deployment = repository.version_dir(served_name, version) / "deployment.json"
+        if run_key and json.loads(deployment.read_text()).get("run_key") == run_key:
+            return version
+    return None
+
+
+def build(tracking_uri: str, model_uri: str, adapter_uris: list[str], repository: ModelRepository, served_name: str,
+          target: str = "python", quantization: str | None = None, retention: int = 3,
+          run_key: str = "", max_perplexity_delta: float = 0.05) -> dict[str, Any]:
+    if target != "python":
+        raise BuildError(f"target {target}: built by the engine-builder pod (python -m tasks.serving.trtllm build); "
+                         "this command builds the embedded python target")
+    base, adapters = plan(tracking_uri, model_uri, adapter_uris)
+    lineage = {"registered_model": base.name, "registered_version": base.version, "source": base.source,
+               "run_key": run_key}
+    done = find_built(repository, served_name, run_key)
+    if done is not None:
+        print(f"build: {served_name} version {done} was built by an earlier attempt of {run_key}; reusing it")
+        return {"version": done, "adapters": {a.name: a.version for a in adapters}, **lineage, "target": target,
+                "quantization": quantization, "pruned": []}
     with tempfile.TemporaryDirectory() as scratch:
         checkpoint = _download(tracking_uri, base, Path(scratch) / "base")
         adapter_dirs = {a.name: _download(tracking_uri, a, Path(scratch) / f"adapter-{a.name}") for a in adapters}
-        print(f"build: {name} v{base.version} and {len(adapters)} adapter(s) downloaded; computing the reference",
+        print(f"build: {base.name} v{base.version} and {len(adapters)} adapter(s) downloaded; computing the reference",
               flush=True)
         reference = reference_generation(checkpoint, adapter_dirs)
+        if quantization:
+            lineage["perplexity_delta"] = f"{check_quantization(checkpoint, quantization, max_perplexity_delta):.6f}"
         with repository.writer():
             for adapter in adapters:
                 repository.add_adapter(adapter.name, adapter_dirs[adapter.name],
                                        {"registered_version": adapter.version, "base_version": base.version})
 
             def populate(version_dir: Path) -> None:
-                if target == "tensorrt_llm":
-                    raise BuildError("target tensorrt_llm builds in the engine-builder pod (python -m "
-                                     "tasks.serving.trtllm build), not on this launcher")
                 python_target.populate(version_dir, checkpoint, adapters_index=repository.adapters_index,
                                        lineage=lineage, quantization=quantization)
                 (version_dir / "reference.json").write_text(json.dumps(reference, indent=2))
@@ -121,9 +147,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--repository", required=True, type=Path, help="model repository root (holds models/)")
     p.add_argument("--served-name", default="llm", help="the Triton model name clients call")
     p.add_argument("--target", choices=["python", "tensorrt_llm"], default="python")
-    p.add_argument("--quantization", choices=["int8-dynamic"], default=None, help="CPU int8 dynamic quantisation")
+    p.add_argument("--quantization", choices=["none", "int8-dynamic"], default="none",
+                   help="int8-dynamic: CPU int8 dynamic quantisation of the linear layers")
+    p.add_argument("--max-perplexity-delta", type=float, default=0.05,
+                   help="quantised builds: the largest relative perplexity rise allowed (default 0.05 = 5%%)")
     p.add_argument("--retention", type=int, default=3, help="versions kept besides the serving one")
     p.add_argument("--tracking-uri", default=None, help="MLflow (default: MLFLOW_TRACKING_URI)")
+    p.add_argument("--run-key", default="", help="who builds (dag id/run id): a retry reuses that run's version")
     return p
 
 
@@ -136,9 +166,11 @@ def main(argv: list[str] | None = None) -> int:
         print("error: no MLflow tracking URI (--tracking-uri or MLFLOW_TRACKING_URI)", file=sys.stderr)
         return 2
     try:
+        quantization = None if args.quantization == "none" else args.quantization
         result = build(uri, args.model, args.adapter, ModelRepository(args.repository), args.served_name,
-                       args.target, args.quantization, args.retention)
-    except (BuildError, LookupError, FileNotFoundError) as error:
+                       args.target, quantization, args.retention, args.run_key,
+                       args.max_perplexity_delta)
+    except (BuildError, LookupError, FileNotFoundError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     print(json.dumps(result))

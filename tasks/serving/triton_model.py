@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from tasks.serving.engine import InflightBatcher, Request, RequestError, Sampling, Timing
+from tasks.serving.quantize import quantize
 from tasks.serving.repository import find_adapter
 
 LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]
@@ -48,9 +49,8 @@ class TritonPythonModel:
         version_dir = Path(args["model_repository"]) / args["model_version"]
         self.deployment = json.loads((version_dir / "deployment.json").read_text())
         torch.set_num_threads(int(self.deployment.get("threads") or torch.get_num_threads()))
-        model = AutoModelForCausalLM.from_pretrained(version_dir / "hf").eval()
-        if self.deployment.get("quantization") == "int8-dynamic":
-            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
+        model = quantize(AutoModelForCausalLM.from_pretrained(version_dir / "hf").eval(),
+                         self.deployment.get("quantization"))
         tokenizer = AutoTokenizer.from_pretrained(version_dir / "hf")
         self.adapters_index = Path(self.deployment["adapters_index"])
         self.batcher = InflightBatcher(model, tokenizer, max_batch=int(params.get("max_batch", 8)),
