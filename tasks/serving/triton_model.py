@@ -10,6 +10,9 @@ metrics endpoint. Runs inside Triton's python stub, where `triton_python_backend
 from __future__ import annotations
 
 import json
+import queue
+import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +56,9 @@ class TritonPythonModel:
                          self.deployment.get("quantization"))
         tokenizer = AutoTokenizer.from_pretrained(version_dir / "hf")
         self.adapters_index = Path(self.deployment["adapters_index"])
+        self._outbox: queue.Queue = queue.Queue()
+        self._courier = threading.Thread(target=self._deliver, name="response-courier", daemon=True)
+        self._courier.start()
         self.batcher = InflightBatcher(model, tokenizer, max_batch=int(params.get("max_batch", 8)),
                                        adapters=self._adapter)
         labels = {"model": args["model_name"], "version": args["model_version"]}
@@ -118,7 +124,7 @@ class TritonPythonModel:
 
         def on_text(text: str, timing: Timing) -> None:
             if streaming:
-                sender.send(pb.InferenceResponse([self._text("".join(prefix) + text)]))
+                self._send(sender, [self._text("".join(prefix) + text)])
                 prefix.clear()
             else:
                 pieces.append(text)
@@ -135,7 +141,7 @@ class TritonPythonModel:
                 outputs += [pb.Tensor(name, np.array([value], dtype=np.int64)) for name, value in (
                     ("arrival_time_ns", timing.arrival_ns), ("first_token_time_ns", timing.first_token_ns),
                     ("last_token_time_ns", timing.last_token_ns))]
-            sender.send(pb.InferenceResponse(outputs), flags=pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+            self._send(sender, outputs, final=True)
 
         return Request(prompt, sampling, on_text, on_done, adapter=self._adapter_name(request))
 
@@ -152,8 +158,23 @@ class TritonPythonModel:
     def _fail(self, sender: Any, error: Exception) -> None:
         self.failures.increment(1)
         code = self.pb.TritonError.INVALID_ARG if isinstance(error, RequestError) else self.pb.TritonError.INTERNAL
-        sender.send(self.pb.InferenceResponse(error=self.pb.TritonError(str(error), code)),
-                    flags=self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        self._outbox.put((sender, self.pb.InferenceResponse(error=self.pb.TritonError(str(error), code)),
+                          self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL))
+
+    def _send(self, sender: Any, outputs: list[Any], final: bool = False) -> None:
+        flags = self.pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL if final else 0
+        self._outbox.put((sender, self.pb.InferenceResponse(outputs), flags))
+
+    def _deliver(self) -> None:
+        """Sends responses in order on its own thread, so the model steps on while Triton takes the last ones."""
+        while (item := self._outbox.get()) is not None:
+            sender, response, flags = item
+            try:
+                sender.send(response, flags=flags)
+            except Exception:  # a client that went away loses its own responses only
+                traceback.print_exc()
 
     def finalize(self) -> None:
         self.batcher.close()
+        self._outbox.put(None)
+        self._courier.join(timeout=30)
