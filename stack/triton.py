@@ -5,9 +5,15 @@ from __future__ import annotations
 import os
 import sys
 import sysconfig
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from stack.config import HOST, StackConfig
+from stack.process import pid_alive
 
 
 def _dist() -> Path:
@@ -76,3 +82,41 @@ def env(cfg: StackConfig) -> dict[str, str]:
 
 def url(cfg: StackConfig) -> str:
     return f"http://{HOST}:{cfg.triton_http_port}"
+
+
+@dataclass(frozen=True)
+class Standalone:
+    http: str
+    grpc: str
+    metrics: str
+    repository_root: Path  # holds models/ (what tasks.serving.repository.ModelRepository takes)
+    log: Path
+
+
+@contextmanager
+def standalone(home: Path, ready_timeout: float = 120) -> Iterator[Standalone]:
+    """A Triton of its own on free ports under `home` (tests, benchmarks), stopped by PID when the block ends."""
+    from stack.process import free_port, start_detached, stop_pid
+
+    cfg = StackConfig(home=home, postgres_port=0, lakefs_port=0, mlflow_port=0, triton_http_port=free_port(),
+                      triton_grpc_port=free_port(), triton_metrics_port=free_port(), airflow_port=0)
+    log = home / "triton.log"
+    pid = start_detached(argv(cfg), pid_file=home / "triton.pid", log_file=log, env=env(cfg))
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while not _ready(url(cfg)):
+            if time.monotonic() > deadline or not pid_alive(pid):
+                raise RuntimeError(f"Triton not ready after {ready_timeout:.0f} s; its log:\n{log.read_text()[-3000:]}")
+            time.sleep(0.3)
+        yield Standalone(url(cfg), f"{HOST}:{cfg.triton_grpc_port}", f"http://{HOST}:{cfg.triton_metrics_port}/metrics",
+                         model_repository(cfg).parent, log)
+    finally:
+        stop_pid(pid)
+
+
+def _ready(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/v2/health/ready", timeout=5) as response:
+            return response.status == 200
+    except OSError:
+        return False

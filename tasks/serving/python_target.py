@@ -15,8 +15,11 @@ HF_FILES = ("config.json", "generation_config.json", "model.safetensors", "token
 
 
 def populate(version_dir: Path, hf_checkpoint: Path, *, adapters_index: Path, lineage: dict[str, str],
-             quantization: str | None = None) -> None:
-    """Fill a (staging) version directory: model.py, the checkpoint under hf/, and deployment.json."""
+             quantization: str | None = None, threads: int | None = None) -> None:
+    """Fill a (staging) version directory: model.py, the checkpoint under hf/, and deployment.json.
+
+    `threads`: torch threads of the served model (None = torch's default, one per core).
+    """
     missing = [name for name in ("config.json", "model.safetensors", "tokenizer.json")
                if not (hf_checkpoint / name).exists()]
     if missing:
@@ -27,7 +30,7 @@ def populate(version_dir: Path, hf_checkpoint: Path, *, adapters_index: Path, li
         if (hf_checkpoint / name).exists():
             shutil.copy2(hf_checkpoint / name, version_dir / "hf" / name)
     (version_dir / "model.py").write_text(MODEL_PY)
-    deployment = {"adapters_index": str(adapters_index), "quantization": quantization, **lineage}
+    deployment = {"adapters_index": str(adapters_index), "quantization": quantization, "threads": threads, **lineage}
     (version_dir / "deployment.json").write_text(json.dumps(deployment, indent=2, sort_keys=True))
 
 

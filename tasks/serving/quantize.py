@@ -22,16 +22,15 @@ def quantize(model: Any, method: str | None) -> Any:
     return torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
 
 
-def perplexity(model: Any, tokenizer: Any, text: str) -> float:
-    """exp(mean next-token loss) over `text`, in windows of the model's context."""
+def perplexity(model: Any, ids: list[int]) -> float:
+    """exp(mean next-token loss) over token ids, in non-overlapping windows of the model's context."""
     import torch
 
-    ids = tokenizer(text, return_tensors="pt").input_ids[0]
     window = int(model.config.max_position_embeddings)
     losses, tokens = 0.0, 0
     with torch.inference_mode():
         for start in range(0, len(ids) - 1, window):
-            chunk = ids[start:start + window].unsqueeze(0)
+            chunk = torch.tensor([ids[start:start + window]])
             if chunk.shape[1] < 2:
                 break
             loss = model(input_ids=chunk, labels=chunk).loss
@@ -44,10 +43,9 @@ def perplexity_delta(checkpoint: Path, method: str, text: str | None = None) -> 
     """fp32 and quantised perplexity on the gate text, and the relative change."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    text = text or GATE_TEXT.read_text()
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint)
-    full = perplexity(AutoModelForCausalLM.from_pretrained(checkpoint).eval(), tokenizer, text)
-    quantised = perplexity(quantize(AutoModelForCausalLM.from_pretrained(checkpoint).eval(), method), tokenizer, text)
+    ids = AutoTokenizer.from_pretrained(checkpoint)(text or GATE_TEXT.read_text()).input_ids
+    full = perplexity(AutoModelForCausalLM.from_pretrained(checkpoint).eval(), ids)
+    quantised = perplexity(quantize(AutoModelForCausalLM.from_pretrained(checkpoint).eval(), method), ids)
     return {"perplexity_fp32": full, "perplexity_quantised": quantised, "delta": quantised / full - 1}
 
 
