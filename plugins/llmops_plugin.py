@@ -2,6 +2,7 @@
 
 from airflow.plugins_manager import AirflowPlugin
 
+from plugins.answer_api import app as answer_app
 from plugins.conf_guard import RejectUnknownConf
 
 
@@ -10,3 +11,4 @@ class LLMOpsPlugin(AirflowPlugin):
     fastapi_root_middlewares = [
         {"middleware": RejectUnknownConf, "args": [], "kwargs": {}, "name": "reject unknown dag-run conf keys"}
     ]
+    fastapi_apps = [{"app": answer_app, "url_prefix": "/llmops", "name": "answer path (POST /llmops/answer)"}]

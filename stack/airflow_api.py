@@ -29,6 +29,11 @@ class AirflowClient:
             timeout=30,
         )
 
+    def answer(self, question: str, timeout: float = 120, **options: Any) -> httpx.Response:
+        """POST the platform plugin's answer endpoint (/llmops/answer) as this signed-in user."""
+        return httpx.post(f"{self.base_url}/llmops/answer", json={"question": question, **options},
+                          headers=self._http.headers, timeout=timeout)
+
     @classmethod
     def for_stack(cls, cfg: StackConfig) -> AirflowClient:
         return cls(airflow.api_url(cfg), airflow.ADMIN_USER, airflow.admin_password(cfg))

@@ -107,6 +107,23 @@ def deployed_summary(cfg: StackConfig, client: AirflowClient) -> str:
     return "\n".join(lines)
 
 
+SAMPLE_QUESTION = "How do I wait until a thread terminates?"
+
+
+def answer_summary(client: AirflowClient) -> str:
+    """A question about the corpus, asked as a signed-in user through the platform plugin's answer endpoint."""
+    response = client.answer(SAMPLE_QUESTION, k=3)
+    if response.status_code != 200:
+        return f"Answer       {SAMPLE_QUESTION!r} failed: {response.status_code} {response.text[:300]}"
+    body = response.json()
+    cited = ", ".join(f"[{c['n']}] {c['doc_id']}" for c in body["citations"])
+    prompt = body["prompt"]
+    return (f"Answer       POST /llmops/answer {SAMPLE_QUESTION!r}\n  -> {body['text']!r}\n  citing {cited}\n"
+            f"  prompt {prompt['id']} v{prompt['version']} variant {prompt['variant']}, index version "
+            f"{body['index_version']}, model {body['model_version']}, TTFT {body['ttft_ms']:.0f} ms; logged as "
+            f"request {body['request_id']} in the platform database's requests table")
+
+
 def rag_summary(client: AirflowClient) -> str:
     """The index reindex_rag put live, from its Asset event (what the answer path will read)."""
     extra = client.latest_asset_extra("reindex_rag")
@@ -164,5 +181,7 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
         print(deployed_summary(cfg, client))
     if ("reindex_rag", "success") in results:
         print(rag_summary(client))
+    if {("reindex_rag", "success"), ("build_and_deploy", "success")} <= set(results):
+        print(answer_summary(client))
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")
     return 0 if all(state == "success" for _, state in results) else 1

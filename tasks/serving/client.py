@@ -81,6 +81,13 @@ class TritonControl:
         path = f"/v2/models/{model}" + (f"/versions/{version}" if version else "") + "/ready"
         return self._call("GET", path)[0] == 200
 
+    def model_config(self, model: str) -> dict[str, Any]:
+        """The loaded model's config as Triton reports it (its parameters carry the registered version)."""
+        status, body = self._call("GET", f"/v2/models/{model}/config")
+        if status != 200:
+            raise TritonError(f"{model}: {(body or {}).get('error', status)}")
+        return body
+
     def index(self) -> list[dict[str, Any]]:
         return self._call("POST", "/v2/repository/index", {})[1] or []
 

@@ -26,3 +26,22 @@ def publish_corpus(endpoint: LakeFSEndpoint, repo: str, records: list[dict], mes
     body = "".join(json.dumps(record, sort_keys=True) + "\n" for record in records).encode()
     versioned.put_object("main", CORPUS_PATH, body)
     return versioned.commit("main", message, Lineage("tests", "rag", message))
+
+
+def index_records(dsn: str, index: str, records: list[dict], embedder) -> None:
+    """A live index of these records (one chunk each, first 400 characters) built directly through the store."""
+    from tasks.common import platform_db
+    from tasks.rag import config as rag_config
+    from tasks.rag import store
+    from tasks.rag.chunking import Chunk
+
+    cfg = rag_config.load()
+    chunks = [Chunk(r["id"], r["source"], r["text"][:400]) for r in records]
+    vectors = embedder.encode([c.text for c in chunks])
+    with platform_db.connect(dsn) as conn:
+        version = store.begin_build(conn, index, "repo", "c0ffee", cfg.embedding.model, "test",
+                                    cfg.embedding.dimensions, cfg.index)
+        with conn.transaction():
+            store.insert_chunks(conn, version, chunks, vectors)
+        store.build_hnsw(conn, version)
+        store.swap(conn, version, len(chunks), cfg.index.keep_retired)

@@ -9,7 +9,7 @@ TEXT = ["def add(a, b):\n    return a + b\n", "The quick brown fox jumps over th
         "import os\nimport sys\nprint(os.getcwd())"] * 50
 
 
-def tiny_llama(out: Path, seed: int = 0) -> Path:
+def tiny_llama(out: Path, seed: int = 0, positions: int = 96) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
@@ -22,7 +22,7 @@ def tiny_llama(out: Path, seed: int = 0) -> Path:
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|endoftext|>", pad_token="<pad>")
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=96,
+                         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=positions,
                          eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          bos_token_id=tokenizer.eos_token_id)
     LlamaForCausalLM(config).save_pretrained(out)
@@ -44,3 +44,21 @@ def lora_adapter(base: Path, out: Path, seed: int = 1) -> Path:
                 parameter.normal_(0, 0.5)
     model.save_pretrained(out)
     return out
+
+
+def serve(repository_root: Path, http_url: str, name: str, checkpoint: Path, registered_version: str = "7") -> None:
+    """Deploy checkpoint as the next version of `name` on a running Triton (as registered model `tiny`)."""
+    from tasks.serving import python_target
+    from tasks.serving.client import TritonControl
+    from tasks.serving.repository import ModelRepository
+
+    repo = ModelRepository(repository_root)
+    with repo.writer():
+        version = repo.add_version(name, lambda d: python_target.populate(
+            d, checkpoint, adapters_index=repo.adapters_index,
+            lineage={"registered_model": "tiny", "registered_version": registered_version}))
+        repo.write_config(name, python_target.config(name, [version], registered_model="tiny",
+                                                     registered_version=registered_version))
+    control = TritonControl(http_url)
+    control.load(name)
+    control.wait_ready(name, version)
