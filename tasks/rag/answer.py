@@ -151,8 +151,10 @@ def served_version(control: Any, served_name: str) -> str | None:
 
 
 def log_request(conn: psycopg.Connection, row: dict[str, Any]) -> int:
+    """Insert one request; NUL characters (which a model can emit, and Postgres text cannot hold) become U+FFFD."""
     columns = list(row)
-    values = [json.dumps(v) if c == "retrieved" else v for c, v in row.items()]
+    values = [json.dumps(v) if c == "retrieved" else v.replace("\x00", "\ufffd") if isinstance(v, str) else v
+              for c, v in row.items()]
     with conn.transaction():
         found = conn.execute(f"INSERT INTO requests ({', '.join(columns)}) VALUES ({', '.join(['%s'] * len(columns))}) "
                              "RETURNING id", values).fetchone()

@@ -97,3 +97,11 @@ def test_a_model_that_is_not_served_fails_the_request_with_the_reason_logged(pat
         error, = conn.execute("SELECT error FROM requests WHERE user_id = 'carol' ORDER BY id DESC LIMIT 1").fetchone()
     assert "no-such-model" in error
 
+
+
+def test_text_postgres_cannot_hold_is_logged_with_a_replacement_character(path):
+    from tasks.rag.answer import log_request
+
+    with platform_db.connect(path.dsn) as conn:
+        request_id = log_request(conn, {"user_id": "erin", "question": "q", "answer": "a\x00b"})
+    assert logged(path.dsn, request_id)["answer"] == "a\ufffdb"
