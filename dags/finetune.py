@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from plugins.assets import FINETUNED, PRETRAINED, newest_extra
+from plugins.assets import FINETUNE_REQUESTED, FINETUNED, PRETRAINED, newest_extra
 from plugins.conf_guard import check_conf
 from plugins.dag_defaults import DEFAULT_ARGS
 from plugins.training import launcher_choice, recorded_tags, train_step, training_params
@@ -22,7 +22,7 @@ LORA_TARGETS = ["linear_qkv", "linear_proj", "linear_fc1", "linear_fc2"]
 
 @dag(
     dag_id="finetune",
-    schedule=[PRETRAINED],
+    schedule=PRETRAINED | FINETUNE_REQUESTED,  # a new base, or monitor_llm saw answers degrade
     catchup=False,
     tags=["training", "lora"],
     default_args=DEFAULT_ARGS,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
 
-from plugins.assets import CURATED_CORPUS, RAG_INDEX, curated_input, curated_input_params
+from plugins.assets import CURATED_CORPUS, RAG_INDEX, REINDEX_REQUESTED, curated_input, curated_input_params
 from plugins.conf_guard import check_conf
 from plugins.connections import lakefs_endpoint, postgres_dsn
 from plugins.dag_defaults import DEFAULT_ARGS
@@ -24,7 +24,7 @@ PLAN = "ti.xcom_pull(task_ids='validate')"
 
 @dag(
     dag_id="reindex_rag",
-    schedule=[CURATED_CORPUS],
+    schedule=CURATED_CORPUS | REINDEX_REQUESTED,  # new data, or monitor_llm saw the queries drift
     catchup=False,
     tags=["rag", "pgvector", "lakefs"],
     default_args=DEFAULT_ARGS,

@@ -10,6 +10,9 @@ PRETRAINED = Asset("llmops://checkpoints/pretrain")
 FINETUNED = Asset("llmops://models/finetuned")
 RAG_INDEX = Asset("llmops://rag/index")
 DEPLOYED = Asset("llmops://serving/deployed")
+# what monitor_llm asks for when a check it maps to them breaches (include/monitoring/monitoring.yaml `actions`)
+REINDEX_REQUESTED = Asset("llmops://monitoring/reindex_requested")
+FINETUNE_REQUESTED = Asset("llmops://monitoring/finetune_requested")
 
 
 def newest_extra(triggering_asset_events: Any, asset: Asset) -> dict[str, Any] | None:

@@ -38,6 +38,12 @@ def triton_grpc(conn_id: str = TRITON) -> str:
     return f"{conn.host}:{conn.extra_dejson.get('grpc_port', 8001)}"
 
 
+def triton_metrics(conn_id: str = TRITON) -> str:
+    """URL of Triton's Prometheus endpoint: the connection's extra `metrics_port`."""
+    conn = BaseHook.get_connection(conn_id)
+    return f"http://{conn.host}:{conn.extra_dejson.get('metrics_port', 8002)}/metrics"
+
+
 def lakefs_endpoint(conn_id: str = LAKEFS) -> LakeFSEndpoint:
     """login/password of the connection are lakeFS's access key id / secret access key."""
     from tasks.common.versioned_data import LakeFSEndpoint  # the lakefs SDK is too heavy for DAG parsing

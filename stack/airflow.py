@@ -60,7 +60,8 @@ def connections(cfg: StackConfig) -> dict[str, str]:
             "login": postgres.SUPERUSER, "password": postgres.password(cfg),
         },
         "LLMOPS_MLFLOW": http(cfg.mlflow_port),
-        "LLMOPS_TRITON": {**http(cfg.triton_http_port), "extra": {"grpc_port": cfg.triton_grpc_port}},
+        "LLMOPS_TRITON": {**http(cfg.triton_http_port), "extra": {"grpc_port": cfg.triton_grpc_port,
+                                                                 "metrics_port": cfg.triton_metrics_port}},
         "LLMOPS_LAKEFS": {**http(cfg.lakefs_port), "login": lakefs_key, "password": lakefs_secret},
     }
     return {f"AIRFLOW_CONN_{name}": json.dumps(value) for name, value in conns.items()}

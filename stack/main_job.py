@@ -45,6 +45,30 @@ def land_sample_data(cfg: StackConfig) -> None:
     land_sft_sample(cfg)
 
 
+SAMPLE_QUESTIONS = ("How do I wait until a thread terminates?", "How do I join path components?",
+                    "How can I read a file line by line?")
+ANSWERS: list[str] = []  # what the sample questions got, printed at the end
+
+
+def ask_sample_questions(cfg: StackConfig) -> None:
+    """Questions about the corpus, asked as a signed-in user through the platform plugin's answer endpoint."""
+    client = AirflowClient.for_stack(cfg)
+    for question in SAMPLE_QUESTIONS:
+        response = client.answer(question, k=3)
+        if response.status_code != 200:
+            ANSWERS.append(f"Answer       {question!r} failed: {response.status_code} {response.text[:300]}")
+            continue
+        body = response.json()
+        cited = ", ".join(f"[{c['n']}] {c['doc_id']}" for c in body["citations"])
+        prompt = body["prompt"]
+        ANSWERS.append(
+            f"Answer       POST /llmops/answer {question!r}\n  -> {body['text']!r}\n  citing {cited}\n"
+            f"  prompt {prompt['id']} v{prompt['version']} variant {prompt['variant']}, index version "
+            f"{body['index_version']}, model {body['model_version']}, TTFT {body['ttft_ms']:.0f} ms; logged as "
+            f"request {body['request_id']} in the platform database's requests table")
+        print(ANSWERS[-1].splitlines()[0], flush=True)
+
+
 # Grows with every pipeline: curate -> pretrain -> fine-tune -> build & deploy -> reindex -> answer -> monitor.
 # (dag_id, conf, what to do before it, the DAG whose Asset triggers it): a DAG that follows another is not
 # triggered by the main job but started by that DAG's Asset event, as in production; the job waits for that run.
@@ -55,6 +79,7 @@ PIPELINE: tuple[tuple[str, dict, Callable[[StackConfig], None] | None, str | Non
     ("finetune", {"repo": CORPUS_REPO}, None, "pretrain"),
     ("build_and_deploy", {}, None, "finetune"),
     ("reindex_rag", {"repo": CORPUS_REPO}, None, "curate_corpus"),
+    ("monitor_llm", {}, ask_sample_questions, None),
 )
 ASSET_RUN_TIMEOUT = 90  # seconds for the scheduler to turn an Asset event into a run; then the job triggers it
 
@@ -107,21 +132,16 @@ def deployed_summary(cfg: StackConfig, client: AirflowClient) -> str:
     return "\n".join(lines)
 
 
-SAMPLE_QUESTION = "How do I wait until a thread terminates?"
+def monitor_summary(cfg: StackConfig) -> str:
+    """Where monitor_llm's report is and what it found, from its newest row in the platform database."""
+    from stack import postgres
+    from tasks.common import platform_db
 
-
-def answer_summary(client: AirflowClient) -> str:
-    """A question about the corpus, asked as a signed-in user through the platform plugin's answer endpoint."""
-    response = client.answer(SAMPLE_QUESTION, k=3)
-    if response.status_code != 200:
-        return f"Answer       {SAMPLE_QUESTION!r} failed: {response.status_code} {response.text[:300]}"
-    body = response.json()
-    cited = ", ".join(f"[{c['n']}] {c['doc_id']}" for c in body["citations"])
-    prompt = body["prompt"]
-    return (f"Answer       POST /llmops/answer {SAMPLE_QUESTION!r}\n  -> {body['text']!r}\n  citing {cited}\n"
-            f"  prompt {prompt['id']} v{prompt['version']} variant {prompt['variant']}, index version "
-            f"{body['index_version']}, model {body['model_version']}, TTFT {body['ttft_ms']:.0f} ms; logged as "
-            f"request {body['request_id']} in the platform database's requests table")
+    with platform_db.connect(postgres.dsn(cfg, "platform")) as conn:
+        figures, breaches, report = conn.execute(
+            "SELECT figures, breaches, report FROM monitor_runs ORDER BY at DESC LIMIT 1").fetchone()
+    return (f"Monitoring   {figures['status']}; breaches: {', '.join(breaches) or 'none'}\n"
+            f"  report {report} (figures in the platform database's monitor_runs table)")
 
 
 def rag_summary(client: AirflowClient) -> str:
@@ -181,7 +201,9 @@ def run(cfg: StackConfig, up: Callable[[StackConfig], None]) -> int:
         print(deployed_summary(cfg, client))
     if ("reindex_rag", "success") in results:
         print(rag_summary(client))
-    if {("reindex_rag", "success"), ("build_and_deploy", "success")} <= set(results):
-        print(answer_summary(client))
+    for answer in ANSWERS:
+        print(answer)
+    if ("monitor_llm", "success") in results:
+        print(monitor_summary(cfg))
     print(f"stack state  {cfg.home}   (python -m stack status | logs <component> | down)")
     return 0 if all(state == "success" for _, state in results) else 1

@@ -58,3 +58,20 @@ def lakefs_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LakeFS
     process = start_emulator(root / "data", free_port(), "AKIATESTSESSION", "test-session-secret", run_dir=root / "run")
     yield LakeFSEndpoint(process.url, process.access_key_id, process.secret_access_key)
     process.stop()
+
+
+@pytest.fixture(scope="session")
+def platform_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 + pgvector (the embedded stack's own server code) on a free port in a tmp home, for
+    tests of the platform database (RAG store, request log, monitoring) without the whole stack."""
+    from stack import postgres
+
+    cfg = StackConfig(home=tmp_path_factory.mktemp("platform-postgres"), postgres_port=free_port(), lakefs_port=0,
+                      mlflow_port=0, triton_http_port=0, triton_grpc_port=0, triton_metrics_port=0, airflow_port=0)
+    postgres.initialise(cfg)
+    postgres.start(cfg, cfg.home / "postgres.log")
+    try:
+        postgres.create_databases(cfg)
+        yield postgres.dsn(cfg, "platform")
+    finally:
+        postgres.stop(cfg)

@@ -32,8 +32,10 @@ def test_every_dag_imports(dagbag: DagBag):
     assert {Path(dag.fileloc).name for dag in dagbag.dags.values()} == {p.name for p in DAG_FILES}
 
 
-# Tasks a retry cannot help: a bad conf will not get better; a deploy step that failed has already rolled back.
-NO_RETRY = {"check_conf", "build_and_deploy.stage", "build_and_deploy.gates", "build_and_deploy.promote"}
+# Tasks a retry cannot help: a bad conf will not get better; a deploy step that failed has already rolled back; a
+# monitoring check that found a breach would find it again.
+NO_RETRY = {"check_conf", "build_and_deploy.stage", "build_and_deploy.gates", "build_and_deploy.promote",
+            *(f"monitor_llm.check_{area}" for area in ("input_drift", "output_drift", "quality", "performance", "cost"))}
 
 
 def test_every_dag_has_tags_owner_and_retries(dagbag: DagBag):
