@@ -23,7 +23,7 @@ app = FastAPI(title="LLMOps answer path", description=__doc__)
 class Question(BaseModel):
     question: str = Field(max_length=MAX_QUESTION_CHARS, description="what to answer from the indexed corpus")
     k: int = Field(4, ge=1, le=20, description="chunks to retrieve")
-    mode: Literal["vector", "fulltext", "hybrid"] = "vector"
+    mode: Literal["vector", "fulltext", "hybrid"] = "hybrid"
     index: str = Field("rag_chunks", pattern="^[a-z][a-z0-9_]{2,40}$", description="the RAG index (its view)")
     model: str = Field("llm", pattern="^[a-z][a-z0-9_-]{1,40}$", description="the Triton model name to generate with")
 

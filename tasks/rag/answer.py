@@ -93,7 +93,7 @@ class AnswerPath:
             self._tokenizers[str(hf)] = tokenizer
         return self._tokenizers[str(hf)]
 
-    def answer(self, question: str, user: str, k: int = 4, mode: str = "vector") -> Answer:
+    def answer(self, question: str, user: str, k: int = 4, mode: str = "hybrid") -> Answer:
         from tasks.common import platform_db
         from tasks.serving.client import TritonControl, generate
 
@@ -167,7 +167,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("question")
     p.add_argument("--user", default=os.environ.get("USER", "cli"), help="who asks (picks the prompt's A/B arm)")
     p.add_argument("--k", type=int, default=4, help="chunks to retrieve")
-    p.add_argument("--mode", choices=["vector", "fulltext", "hybrid"], default="vector")
+    p.add_argument("--mode", choices=["vector", "fulltext", "hybrid"], default="hybrid",
+                   help="retrieval: hybrid (vector + full text, fused) scored best on the labelled set")
     p.add_argument("--index", default="rag_chunks")
     p.add_argument("--served-name", default="llm", help="the Triton model to generate with")
     p.add_argument("--max-tokens", type=int, default=48)

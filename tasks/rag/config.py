@@ -11,7 +11,10 @@ import yaml
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "include" / "rag" / "rag.yaml"
 INDEX_NAME = re.compile(r"^[a-z][a-z0-9_]{2,40}$")
+MEMORY = re.compile(r"^[1-9][0-9]*(kB|MB|GB)$")
 Storage = Literal["vector", "halfvec"]
+RetrievalMode = Literal["vector", "fulltext", "hybrid"]
+RETRIEVAL_MODES: tuple[str, ...] = ("vector", "fulltext", "hybrid")
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,9 @@ class IndexConfig:
     ef_search: int
     max_scan_tuples: int
     keep_retired: int
+    hybrid_candidates: int = 40  # rows each search hands to reciprocal rank fusion (at least k)
+    rrf_k: int = 60  # RRF: a row scores sum(1 / (rrf_k + rank)) over the searches that found it
+    build_memory: str = "1GB"  # maintenance_work_mem of the HNSW build: a graph that fits builds several times faster
 
     def __post_init__(self) -> None:
         if self.storage not in ("vector", "halfvec"):
@@ -60,10 +66,40 @@ class IndexConfig:
         if not (2 <= self.m <= 100 and self.ef_construction >= 2 * self.m and self.ef_search >= 1):
             raise ValueError(f"index: m={self.m} must be in 2..100 (pgvector's range), ef_construction="
                              f"{self.ef_construction} >= 2*m, ef_search={self.ef_search} >= 1")
+        if not MEMORY.match(self.build_memory):
+            raise ValueError(f"index.build_memory {self.build_memory!r} must be a size like 512MB or 1GB")
+        if self.hybrid_candidates < 1 or self.rrf_k < 0:
+            raise ValueError(f"index: hybrid_candidates={self.hybrid_candidates} must be >= 1 and rrf_k="
+                             f"{self.rrf_k} >= 0")
 
     @property
     def hnsw(self) -> dict[str, int]:
         return {"m": self.m, "ef_construction": self.ef_construction}
+
+
+def require_mode(mode: str, where: str) -> str:
+    if mode not in RETRIEVAL_MODES:
+        raise ValueError(f"{where} {mode!r} must be one of {', '.join(RETRIEVAL_MODES)}")
+    return mode
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The retrieval gate: recall@k and MRR of the labelled query set, searched `mode`'s way, before a swap."""
+
+    labelled_queries: Path
+    mode: RetrievalMode
+    k: int
+    min_recall_at_k: float
+    min_mrr: float
+
+    def __post_init__(self) -> None:
+        require_mode(self.mode, "evaluation.gate.mode")
+        if self.k < 1:
+            raise ValueError(f"evaluation.gate.k {self.k} must be >= 1")
+        for name in ("min_recall_at_k", "min_mrr"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"evaluation.gate.{name} {getattr(self, name)} must be in 0..1")
 
 
 @dataclass(frozen=True)
@@ -71,6 +107,7 @@ class EvaluationConfig:
     probes: int
     k: int
     min_recall: float
+    gate: GateConfig
 
 
 @dataclass(frozen=True)
@@ -103,8 +140,15 @@ def load(chunker: str | None = None, batch_size: int | None = None, storage: str
         chunker=ChunkerConfig(name=chunker_name, **raw["chunkers"][chunker_name]),
         embedding=embedding,
         index=index,
-        evaluation=EvaluationConfig(**raw["evaluation"]),
+        evaluation=_evaluation(raw["evaluation"], config_path.parent),
     )
+
+
+def _evaluation(raw: dict[str, Any], base: Path) -> EvaluationConfig:
+    """The gate's labelled set is named relative to the config file."""
+    gate = dict(raw["gate"])
+    gate["labelled_queries"] = base / gate["labelled_queries"]
+    return EvaluationConfig(**{**raw, "gate": GateConfig(**gate)})
 
 
 def require_index_name(name: str) -> str:

@@ -1,6 +1,7 @@
 """Bring an index in step with the curated corpus at a lakeFS commit: incrementally when the live version was built
 the same way (only the documents the diff names are chunked, only chunks not stored yet are embedded), else by a full
-rebuild into a new version that is evaluated and swapped in.
+rebuild into a new version that is evaluated (row count, HNSW probe, the labelled set's retrieval gate) and swapped in
+only if it passes.
 
 Crash safety: an incremental update writes its inserts, deletes and the freshness row in one transaction, so a
 retry either finds the commit already reflected or redoes the whole diff. A full rebuild commits each embedded batch
@@ -12,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import cache
 
 import numpy as np
 import psycopg
@@ -45,6 +47,8 @@ class Outcome:
     chunks_embedded: int = 0
     chunks_deleted: int = 0
     recall: float | None = None
+    gate_recall_at_k: float | None = None  # the retrieval gate's scores on the labelled set (None: did not apply)
+    gate_mrr: float | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -71,6 +75,8 @@ def reindex(conn: psycopg.Connection, repo: VersionedRepo, commit_id: str, index
     """`embedder` is called only if something needs embedding (loading the model takes seconds)."""
     began = time.monotonic()
     serving = store.live(conn, index_name)
+    if serving is not None and store.add_fulltext(conn, serving):
+        log(f"added the full-text column and its GIN index to live version {serving.version} ({serving.table_name})")
     mode, reason = plan(serving, repo.repo_id, cfg.embedding.model, cfg, full_rebuild)
     log(f"reindex {index_name} to lakefs://{repo.repo_id}/{commit_id[:12]}: {mode} ({reason})")
     if mode == "incremental":
@@ -135,10 +141,12 @@ def _full(conn: psycopg.Connection, repo: VersionedRepo, commit_id: str, index_n
         with conn.transaction():
             store.insert_chunks(conn, building, part, vectors)
         progress(start + len(part), len(todo))
-    store.build_hnsw(conn, building)
-    checked = evaluate(conn, building, len(wanted), cfg.evaluation, cfg.index.ef_search)
+    store.build_hnsw(conn, building, cfg.index.build_memory)
+    model = cache(lambda: loaded or embedder())  # the gate embeds its questions; load the model only if needed
+    checked = evaluate(conn, building, len(wanted), cfg.evaluation, cfg.index, lambda texts: model().encode(texts))
     log(f"evaluation of version {building.version}: rows {checked.rows}/{checked.expected_rows}, recall "
-        f"{checked.recall:.3f} over {checked.probes} probes")
+        f"{checked.recall:.3f} over {checked.probes} probes; retrieval gate: {checked.retrieval.summary()}"
+        + (f"; missed: {list(checked.retrieval.missed[:5])}" if checked.retrieval.missed else ""))
     if not checked.passed:
         store.mark_failed(conn, building)
         raise EvaluationFailedError(f"index {index_name!r} version {building.version} not swapped in: "
@@ -150,7 +158,7 @@ def _full(conn: psycopg.Connection, repo: VersionedRepo, commit_id: str, index_n
         store.record_refresh(conn, building, "full", None, commit_id, counts, checked.rows, time.monotonic() - began)
     log(f"version {building.version} is live behind view {index_name}" + (f"; dropped {dropped}" if dropped else ""))
     return Outcome(index_name, building.version, "full", reason, None, commit_id, checked.rows, recall=checked.recall,
-                   **counts)
+                   gate_recall_at_k=checked.retrieval.recall_at_k, gate_mrr=checked.retrieval.mrr, **counts)
 
 
 def _embed(embedder: Callable[[], Embedder], chunks: Sequence[Chunk], log: Log) -> np.ndarray:

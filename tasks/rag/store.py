@@ -5,6 +5,10 @@ HNSW cosine), a view named after the index that readers query, and the freshness
 A full rebuild fills a new version's table out of sight and `swap()` repoints the view in one transaction, so a
 reader sees the old rows or the new ones, never an empty or half-filled table. Every write is idempotent: inserts
 skip hashes already present, deletes of absent rows delete nothing.
+
+Full-text search reads a generated `tsv` column (to_tsvector of the chunk's text, GIN-indexed) that the view exposes.
+Tables built before it existed get it from `add_fulltext` the next time a reindex opens them; until then readers
+compute to_tsvector per row (see tasks/rag/retrieve.py), so such an index answers full-text queries, only slower.
 """
 
 from __future__ import annotations
@@ -20,7 +24,11 @@ from psycopg import sql
 from tasks.rag.chunking import Chunk
 from tasks.rag.config import IndexConfig, require_index_name
 
-COLUMNS = ("chunk_hash", "doc_id", "source", "text", "embedding")
+COLUMNS = ("chunk_hash", "doc_id", "source", "text", "embedding", "tsv")
+TEXT_SEARCH_CONFIG = "english"  # stems and drops stop words; questions and chunks are English prose
+# STORED: the GIN index and ts_rank read it instead of re-parsing every matched chunk's text per query
+TSV_COLUMN = sql.SQL("tsv tsvector GENERATED ALWAYS AS (to_tsvector({config}, text)) STORED").format(
+    config=sql.Literal(TEXT_SEARCH_CONFIG))
 
 
 class StaleIndexError(RuntimeError):
@@ -69,8 +77,8 @@ def unfinished_build(conn: psycopg.Connection, index_name: str, commit_id: str) 
 
 def begin_build(conn: psycopg.Connection, index_name: str, repo: str, commit_id: str, model: str, chunker: str,
                 dimensions: int, index: IndexConfig) -> IndexVersion:
-    """A new version row in state 'building' and its empty table (no HNSW yet: building it after the load is
-    several times faster than maintaining it row by row)."""
+    """A new version row in state 'building' and its empty table (no HNSW or GIN index yet: building them after
+    the load is several times faster than maintaining them row by row)."""
     require_index_name(index_name)
     with conn.transaction():
         conn.execute("LOCK TABLE rag_indexes IN SHARE ROW EXCLUSIVE MODE")  # two builds never take one number
@@ -79,8 +87,8 @@ def begin_build(conn: psycopg.Connection, index_name: str, repo: str, commit_id:
         table = f"{index_name}_v{version}"
         conn.execute(sql.SQL(
             "CREATE TABLE {table} (chunk_hash text PRIMARY KEY, doc_id text NOT NULL, source text NOT NULL, "
-            "text text NOT NULL, embedding {kind}({dims}) NOT NULL)").format(
-            table=sql.Identifier(table), kind=sql.SQL(index.storage), dims=sql.Literal(dimensions)))
+            "text text NOT NULL, embedding {kind}({dims}) NOT NULL, {tsv})").format(
+            table=sql.Identifier(table), kind=sql.SQL(index.storage), dims=sql.Literal(dimensions), tsv=TSV_COLUMN))
         conn.execute(sql.SQL("CREATE INDEX {name} ON {table} (doc_id)").format(
             name=sql.Identifier(f"{table}_doc"), table=sql.Identifier(table)))
         conn.execute("INSERT INTO rag_indexes (index_name, version, table_name, state, repo, commit_id, "
@@ -91,13 +99,55 @@ def begin_build(conn: psycopg.Connection, index_name: str, repo: str, commit_id:
                         index.hnsw, 0)
 
 
-def build_hnsw(conn: psycopg.Connection, version: IndexVersion) -> None:
-    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (embedding {ops}) "
-                         "WITH (m = {m}, ef_construction = {efc})").format(
-        name=sql.Identifier(f"{version.table_name}_hnsw"), table=sql.Identifier(version.table_name),
-        ops=sql.SQL(f"{version.storage}_cosine_ops"), m=sql.Literal(version.hnsw["m"]),
-        efc=sql.Literal(version.hnsw["ef_construction"])))
+def build_hnsw(conn: psycopg.Connection, version: IndexVersion, build_memory: str = IndexConfig.build_memory
+               ) -> None:
+    """The search indexes of a loaded version: HNSW on the embeddings (with `build_memory` of maintenance_work_mem:
+    past it pgvector builds on disk, several times slower) and GIN on the full-text column (added first if the table
+    predates it, as a resumed build's may)."""
+    _add_tsv(conn, version.table_name)
+    with conn.transaction():
+        conn.execute(sql.SQL("SET LOCAL maintenance_work_mem = {memory}").format(memory=sql.Literal(build_memory)))
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING hnsw (embedding {ops}) "
+                             "WITH (m = {m}, ef_construction = {efc})").format(
+            name=sql.Identifier(f"{version.table_name}_hnsw"), table=sql.Identifier(version.table_name),
+            ops=sql.SQL(f"{version.storage}_cosine_ops"), m=sql.Literal(version.hnsw["m"]),
+            efc=sql.Literal(version.hnsw["ef_construction"])))
+    conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (tsv)").format(
+        name=sql.Identifier(f"{version.table_name}_tsv"), table=sql.Identifier(version.table_name)))
     conn.execute(sql.SQL("ANALYZE {table}").format(table=sql.Identifier(version.table_name)))
+
+
+def has_fulltext(conn: psycopg.Connection, relation: str) -> bool:
+    """Whether a table or an index's view has the `tsv` column."""
+    return conn.execute("SELECT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(%s)) "
+                        "AND attname = 'tsv' AND NOT attisdropped)", (relation,)).fetchone()[0]
+
+
+def _add_tsv(conn: psycopg.Connection, table: str) -> bool:
+    if has_fulltext(conn, table):
+        return False  # checked first: ALTER TABLE takes an exclusive lock even when there is nothing to add
+    conn.execute(sql.SQL("ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {tsv}").format(
+        table=sql.Identifier(table), tsv=TSV_COLUMN))
+    return True
+
+
+def add_fulltext(conn: psycopg.Connection, version: IndexVersion) -> bool:
+    """Give a live version built before full-text search its `tsv` column, GIN index and view column, in one
+    transaction (the column's table rewrite blocks readers for its duration: a one-off, seconds at 100k rows).
+    Returns whether anything was added."""
+    with conn.transaction():
+        if not _add_tsv(conn, version.table_name):
+            return False
+        conn.execute(sql.SQL("CREATE INDEX IF NOT EXISTS {name} ON {table} USING gin (tsv)").format(
+            name=sql.Identifier(f"{version.table_name}_tsv"), table=sql.Identifier(version.table_name)))
+        conn.execute(_view_sql(version, replace=True))
+    return True
+
+
+def _view_sql(version: IndexVersion, replace: bool = False) -> sql.Composed:
+    return sql.SQL("CREATE {how} VIEW {view} AS SELECT {columns} FROM {table}").format(
+        how=sql.SQL("OR REPLACE" if replace else ""), view=sql.Identifier(require_index_name(version.index_name)),
+        columns=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)), table=sql.Identifier(version.table_name))
 
 
 def hashes(conn: psycopg.Connection, table: str, doc_ids: Sequence[str] | None = None) -> set[str]:
@@ -122,7 +172,8 @@ def insert_chunks(conn: psycopg.Connection, version: IndexVersion, chunks: Seque
         for chunk, vector in zip(chunks, vectors, strict=True):
             copy.write_row((chunk.content_hash, chunk.doc_id, chunk.source, chunk.text, vector))
     inserted = conn.execute(sql.SQL(
-        "INSERT INTO {table} SELECT chunk_hash, doc_id, source, text, embedding::{kind} FROM incoming "
+        "INSERT INTO {table} (chunk_hash, doc_id, source, text, embedding) "
+        "SELECT chunk_hash, doc_id, source, text, embedding::{kind} FROM incoming "
         "ON CONFLICT (chunk_hash) DO NOTHING").format(
         table=sql.Identifier(version.table_name), kind=sql.SQL(version.storage))).rowcount
     conn.execute("DROP TABLE incoming")
@@ -173,9 +224,7 @@ def swap(conn: psycopg.Connection, version: IndexVersion, rows: int, keep_retire
     with conn.transaction():
         live(conn, version.index_name, lock=True)
         conn.execute(sql.SQL("DROP VIEW IF EXISTS {view}").format(view=view))
-        conn.execute(sql.SQL("CREATE VIEW {view} AS SELECT {columns} FROM {table}").format(
-            view=view, columns=sql.SQL(", ").join(map(sql.Identifier, COLUMNS)),
-            table=sql.Identifier(version.table_name)))
+        conn.execute(_view_sql(version))
         conn.execute("UPDATE rag_indexes SET state = 'retired' WHERE index_name = %s AND state = 'live'",
                      (version.index_name,))
         conn.execute("UPDATE rag_indexes SET state = 'live', rows = %s, refreshed_at = now() "

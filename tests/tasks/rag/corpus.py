@@ -45,3 +45,10 @@ def index_records(dsn: str, index: str, records: list[dict], embedder) -> None:
             store.insert_chunks(conn, version, chunks, vectors)
         store.build_hnsw(conn, version)
         store.swap(conn, version, len(chunks), cfg.index.keep_retired)
+
+
+def index_name() -> str:
+    """A fresh index name, so tests sharing one database never see each other's indexes."""
+    import uuid
+
+    return f"rag_{uuid.uuid4().hex[:8]}"

@@ -50,7 +50,7 @@ def logged(dsn: str, request_id: int) -> dict:
 def test_an_answer_is_the_served_generation_for_the_prompt_and_cites_what_it_carried(path, served):
     record = path.records[3]
     question = " ".join(record["text"].split()[:6])  # words of one document: it should be retrieved first
-    answer = path.answer(question, user="alice", k=3)
+    answer = path.answer(question, user="alice", k=3, mode="vector")
     prompt = load("rag_answer").for_user("alice")
     assert answer.prompt == {"id": "rag_answer", "version": prompt.version, "variant": prompt.variant}
     assert answer.citations and answer.citations[0]["doc_id"] == record["id"]
@@ -61,6 +61,13 @@ def test_an_answer_is_the_served_generation_for_the_prompt_and_cites_what_it_car
     assert row["index_version"] == answer.index_version and row["model_version"] == "tiny/7"
     assert [r["doc_id"] for r in row["retrieved"]][0] == record["id"] and row["cited"] == len(answer.citations)
     assert row["tokens_in"] + 12 <= 512 and row["tokens_out"] >= 1 and row["ttft_ms"] > 0 and row["error"] is None
+
+
+def test_hybrid_retrieval_is_the_default_and_is_logged(path):
+    record = path.records[5]
+    answer = path.answer(" ".join(record["text"].split()[:12]), user="frank", k=3)
+    assert record["id"] in [c["doc_id"] for c in answer.citations]
+    assert logged(path.dsn, answer.request_id)["retrieval_mode"] == "hybrid"
 
 
 def _prompt_of(path: AnswerPath, question: str, user: str) -> str:

@@ -14,7 +14,6 @@ import psycopg
 import pytest
 
 from tasks.common import platform_db
-from tasks.common.versioned_data import LakeFSEndpoint, VersionedRepo
 from tasks.rag import config as rag_config
 from tasks.rag import steps, store
 from tasks.rag.chunking import Document
@@ -22,7 +21,7 @@ from tasks.rag.embedding import Embedder
 from tasks.rag.reindex import EvaluationFailedError, reindex
 from tasks.rag.retrieve import retrieve
 from tasks.rag.steps import chunker_for
-from tests.tasks.rag.corpus import publish_corpus, sample_records
+from tests.tasks.rag.corpus import index_name, publish_corpus, sample_records
 
 CFG = rag_config.load()
 
@@ -30,21 +29,6 @@ CFG = rag_config.load()
 @pytest.fixture(scope="module")
 def model() -> Embedder:
     return Embedder(CFG.embedding.model, CFG.embedding.dimensions, CFG.embedding.batch_size)
-
-
-@pytest.fixture()
-def conn(platform_dsn: str):
-    with platform_db.connect(platform_dsn) as connection:
-        yield connection
-
-
-@pytest.fixture()
-def repo(lakefs_endpoint: LakeFSEndpoint) -> VersionedRepo:
-    return VersionedRepo(lakefs_endpoint, f"rag-{uuid.uuid4().hex[:10]}")
-
-
-def index_name() -> str:
-    return f"rag_{uuid.uuid4().hex[:8]}"
 
 
 class FailingAfter:
