@@ -88,9 +88,10 @@ def monitor_llm():
 
         return check(result)
 
-    checks = [make_check(area) for area in CHECKS]
+    for area in CHECKS:  # leaves: a breached check fails the run
+        make_check(area)
 
-    @task(trigger_rule="all_done")
+    @task
     def notify(result: dict, webhook: str | None) -> str:
         """POST the breaches (JSON) to the webhook; nothing is sent for a clean run."""
         from tasks.monitoring.actions import notify as post
@@ -98,7 +99,7 @@ def monitor_llm():
         return post(webhook, result)
 
     def make_request(pipeline: str, asset):
-        @task(task_id=f"request_{pipeline}", outlets=[asset], trigger_rule="all_done")
+        @task(task_id=f"request_{pipeline}", outlets=[asset])
         def request(result: dict, actions: dict, outlet_events=None) -> dict:
             """Emits the Asset that starts the pipeline when a check mapped to it breached; skipped otherwise."""
             from airflow.exceptions import AirflowSkipException
@@ -111,9 +112,9 @@ def monitor_llm():
 
         return request(result, plan["actions"])
 
-    checks >> notify(result, plan["webhook"])
-    checks >> make_request("reindex", REINDEX_REQUESTED)
-    checks >> make_request("finetune", FINETUNE_REQUESTED)
+    notify(result, plan["webhook"])
+    make_request("reindex", REINDEX_REQUESTED)
+    make_request("finetune", FINETUNE_REQUESTED)
 
 
 monitor_llm()
