@@ -1,7 +1,7 @@
 """reindex_rag: the curated corpus on lakeFS -> chunks -> MiniLM embeddings -> a pgvector HNSW index.
 
-Triggered by the curated-corpus Asset (its event names the commit), from the UI or the REST API (`data_commit`
-Param, else the head of `main`). `validate` resolves the commit and checks the corpus, the config and the database
+Triggered by the curated-corpus Asset (its event names the commit), by monitor_llm's reindex request, nightly, from
+the UI or the REST API (`data_commit` Param, else the head of `main`). `validate` resolves the commit and checks the corpus, the config and the database
 before anything is embedded, and says whether the run is incremental (only the documents the lakeFS diff names since
 the commit the live index reflects) or a full rebuild (no live index, another chunker / model / storage, or
 `full_rebuild`). `reindex` runs through the launcher; `publish` reads the freshness table back and emits the index
@@ -11,6 +11,8 @@ Asset with the version and the commit it now reflects.
 from __future__ import annotations
 
 from airflow.sdk import Param, dag, task
+from airflow.timetables.assets import AssetOrTimeSchedule
+from airflow.timetables.trigger import CronTriggerTimetable
 
 from plugins.assets import CURATED_CORPUS, RAG_INDEX, REINDEX_REQUESTED, curated_input, curated_input_params
 from plugins.conf_guard import check_conf
@@ -24,7 +26,9 @@ PLAN = "ti.xcom_pull(task_ids='validate')"
 
 @dag(
     dag_id="reindex_rag",
-    schedule=CURATED_CORPUS | REINDEX_REQUESTED,  # new data, or monitor_llm saw the queries drift
+    # new data, monitor_llm seeing the queries drift, or nightly (an unchanged corpus costs one lakeFS diff)
+    schedule=AssetOrTimeSchedule(timetable=CronTriggerTimetable("0 3 * * *", timezone="UTC"),
+                                 assets=CURATED_CORPUS | REINDEX_REQUESTED),
     catchup=False,
     tags=["rag", "pgvector", "lakefs"],
     default_args=DEFAULT_ARGS,
