@@ -46,6 +46,8 @@ PLAN = "ti.xcom_pull(task_ids='validate')"
                             description="embedding batch size; empty = rag.yaml's"),
         "storage": Param(None, type=["null", "string"],
                          description="vector | halfvec for a new version; empty = rag.yaml's"),
+        "gate_mode": Param(None, type=["null", "string"], pattern="^(vector|fulltext|hybrid)$",
+                           description="how the retrieval gate searches before a swap; empty = rag.yaml's"),
     },
     doc_md=__doc__,
 )
@@ -57,7 +59,7 @@ def reindex_rag():
         from tasks.rag import steps
 
         repo, ref = curated_input(params, triggering_asset_events)
-        cfg = rag_config.load(params["chunker"], params["batch_size"], params["storage"])
+        cfg = rag_config.load(params["chunker"], params["batch_size"], params["storage"], gate_mode=params["gate_mode"])
         planned = steps.validate(lakefs_endpoint(), postgres_dsn(), repo, ref, params["index"], cfg,
                                  params["full_rebuild"])
         print(f"plan: {planned}")
@@ -70,6 +72,7 @@ def reindex_rag():
         args=["reindex", "--repo", f"{{{{ {PLAN}['repo'] }}}}", "--ref", f"{{{{ {PLAN}['commit_id'] }}}}",
               "--index", "{{ params.index }}", "--chunker", "{{ params.chunker or '' }}",
               "--batch-size", "{{ params.batch_size or '' }}", "--storage", "{{ params.storage or '' }}",
+              "--gate-mode", "{{ params.gate_mode or '' }}",
               "{{ '--full-rebuild' if params.full_rebuild else '--no-full-rebuild' }}"],
         step_resources=Resources(cpu="2", memory="4Gi"),
         lakefs=True,

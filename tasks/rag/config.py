@@ -120,7 +120,7 @@ class RagConfig:
 
 
 def load(chunker: str | None = None, batch_size: int | None = None, storage: str | None = None,
-         config_path: Path = DEFAULT_CONFIG) -> RagConfig:
+         config_path: Path = DEFAULT_CONFIG, gate_mode: str | None = None) -> RagConfig:
     """The configuration with a run's overrides (None = the file's value); bad values fail here, named."""
     raw: dict[str, Any] = yaml.safe_load(config_path.read_text(encoding="utf-8"))
     chunker_name = chunker or raw["default_chunker"]
@@ -140,14 +140,15 @@ def load(chunker: str | None = None, batch_size: int | None = None, storage: str
         chunker=ChunkerConfig(name=chunker_name, **raw["chunkers"][chunker_name]),
         embedding=embedding,
         index=index,
-        evaluation=_evaluation(raw["evaluation"], config_path.parent),
+        evaluation=_evaluation(raw["evaluation"], config_path.parent, gate_mode),
     )
 
 
-def _evaluation(raw: dict[str, Any], base: Path) -> EvaluationConfig:
-    """The gate's labelled set is named relative to the config file."""
+def _evaluation(raw: dict[str, Any], base: Path, gate_mode: str | None) -> EvaluationConfig:
+    """The gate's labelled set is named relative to the config file; a run may search it another way."""
     gate = dict(raw["gate"])
     gate["labelled_queries"] = base / gate["labelled_queries"]
+    gate["mode"] = gate_mode or gate["mode"]
     return EvaluationConfig(**{**raw, "gate": GateConfig(**gate)})
 
 

@@ -86,11 +86,14 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--ref", required=True, help="commit id, branch or tag to index")
         command.add_argument("--full-rebuild", action=argparse.BooleanOptionalAction, default=False,
                              help="build a new version even if incremental would do")
+        command.add_argument("--gate-mode", type=_optional, help="vector | fulltext | hybrid: how the retrieval "
+                                                                "gate searches (default: rag.yaml's evaluation.gate)")
         built.append(command)
     query = commands.add_parser("query", help="top-k chunks for a question from the live index")
     query.add_argument("text", help="the question")
     query.add_argument("--k", type=int, default=5)
     query.add_argument("--source", help="only chunks of this source (iterative index scan)")
+    query.add_argument("--mode", choices=["vector", "fulltext", "hybrid"], default="hybrid")
     status_cmd = commands.add_parser("status", help="the index's versions and what each reflects")
     for command in (*built, query, status_cmd):
         command.add_argument("--index", default="rag_chunks", help="index name (its view's name)")
@@ -100,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         command.add_argument("--storage", type=_optional, help="vector | halfvec: vector type of a new version")
     args = parser.parse_args(argv)
 
-    cfg = rag_config.load(args.chunker, args.batch_size, args.storage)
+    cfg = rag_config.load(args.chunker, args.batch_size, args.storage, gate_mode=getattr(args, "gate_mode", None))
     dsn = platform_db.dsn_from_env()
     if args.step == "validate":
         result: Any = validate(LakeFSEndpoint.from_env(), dsn, args.repo, args.ref, args.index, cfg,
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     elif args.step == "query":
         vector = embedder_for(cfg)().encode([args.text])[0]
         with platform_db.connect(dsn) as conn:
-            result = [hit.__dict__ for hit in retrieve(conn, args.index, vector, args.k, cfg.index, args.source)]
+            result = [hit.__dict__ for hit in retrieve(conn, args.index, vector, args.k, cfg.index, args.source,
+                                                       mode=args.mode, text=args.text)]
     else:
         with platform_db.connect(dsn) as conn:
             result = status(conn, args.index)

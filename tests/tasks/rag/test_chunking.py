@@ -85,3 +85,6 @@ def test_config_refuses_what_cannot_work():
     with pytest.raises(ValueError, match="index.storage 'float8'"):
         rag_config.load(storage="float8")
     assert rag_config.load().chunker.fingerprint == "token_window(size=128,overlap=32)"
+    assert rag_config.load(gate_mode="vector").evaluation.gate.mode == "vector"  # a run's Param overrides rag.yaml
+    with pytest.raises(ValueError, match="evaluation.gate.mode"):
+        rag_config.load(gate_mode="bm25")
