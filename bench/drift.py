@@ -13,16 +13,16 @@ Drift. Two populations of real text, embedded once:
 Each trial draws a reference window of n stdlib sentences and, disjoint from it, a same-distribution current window of
 n stdlib sentences and shifted current windows in which a share (--shares) of the n rows is packages sentences (the
 rest the same stdlib rows as the clean window). Every test sees the same windows:
-  ours MMD    tasks.monitoring.drift.embedding_drift on the embeddings (--permutations), false alarms and power read
+  ours MMD    tasks.evaluation.drift.embedding_drift on the embeddings (--permutations), false alarms and power read
               at alpha 0.05 and 0.01 from the same p-values;
-  PSI length  tasks.monitoring.drift.psi on the windows' lengths in words (10 bins), at thresholds 0.1 / 0.2 / 0.25:
+  PSI length  tasks.evaluation.drift.psi on the windows' lengths in words (10 bins), at thresholds 0.1 / 0.2 / 0.25:
               the length change that comes with the new topic (medians printed), not a separate planted shift;
   Evidently   (unless --skip-evidently; the first --evidently-trials trials) evidently 0.7's embedding methods as
               its docs show them with bootstrap=True:
               mmd() and model() (domain classifier), for comparison; neither gives a p-value.
 A false alarm is a drifted verdict on a same-distribution window; power is the share of shifted windows flagged.
 
-Output drift. tasks.monitoring.drift.output_drift on synthetic answer records (answer_records): a reference window,
+Output drift. tasks.evaluation.drift.output_drift on synthetic answer records (answer_records): a reference window,
 a clean current window and a shifted one (answer lengths x 1.2, refusals 5% -> 15%, citing answers 80% -> 65%, toxic
 1% -> 5%, all at once; each test is read on its own shift), n records each, the same trials as above.
 
@@ -60,8 +60,8 @@ import numpy as np  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks.monitoring.drift import OUTPUT_TESTS, embedding_drift, output_drift, psi  # noqa: E402
-from tasks.monitoring.quality import MODEL, QualityScorer, sentences  # noqa: E402
+from tasks.evaluation.drift import OUTPUT_TESTS, embedding_drift, output_drift, psi  # noqa: E402
+from tasks.evaluation.quality import MODEL, QualityScorer, sentences  # noqa: E402
 
 REFERENCE_CORPUS = ROOT / "tests" / "tasks" / "curation" / "data" / "reference_corpus.jsonl"
 LABELLED = ROOT / "include" / "rag" / "labelled_queries.yaml"

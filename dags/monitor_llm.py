@@ -48,7 +48,7 @@ def monitor_llm():
         """The monitoring config and thresholds parse and hold their rules; the window is fixed here."""
         from plugins.connections import triton_metrics
         from plugins.launchers.base import artifact_root
-        from tasks.monitoring import config
+        from tasks.evaluation import config
 
         cfg = config.load()
         window_end = params["window_end"] or dag_run.run_after.isoformat()
@@ -61,7 +61,7 @@ def monitor_llm():
                          *(["--min-window", str(params["min_window"])] if params["min_window"] else [])]}
 
     plan = validate()
-    evaluate = StepOperator(task_id="evaluate", module="tasks.monitoring.steps", args=plan["args"],
+    evaluate = StepOperator(task_id="evaluate", module="tasks.evaluation.steps", args=plan["args"],
                             step_resources=Resources(cpu="2", memory="4Gi"), postgres=True)
 
     @task
@@ -94,7 +94,7 @@ def monitor_llm():
     @task
     def notify(result: dict, webhook: str | None) -> str:
         """POST the breaches (JSON) to the webhook; nothing is sent for a clean run."""
-        from tasks.monitoring.actions import notify as post
+        from tasks.evaluation.actions import notify as post
 
         return post(webhook, result)
 

@@ -11,7 +11,7 @@ Which part is a library's and which is ours:
   dimension), with 100 unseeded permutations. bench/drift.py measures Evidently's two beside ours.
 - psi: ours (numpy). Evidently's `psi` stat test bins numbers on Sturges edges of the pooled sample and ignores
   the bin count, so its value moves with the current window's size and range; ours bins on reference quantiles.
-  On categories both compute the same sum (tests/tasks/monitoring/test_drift.py checks ours against Evidently's).
+  On categories both compute the same sum (tests/tasks/evaluation/test_drift.py checks ours against Evidently's).
 - output_drift: scipy's `ks_2samp` and `fisher_exact`; the refusal heuristic (REFUSAL) is ours.
 
 A window smaller than `min_window` (default MIN_WINDOW) raises WindowTooSmall: the DAG reports "not enough data".

@@ -1,7 +1,7 @@
 """The monitoring step: one window of the request log (and Triton's metrics) -> drift, quality, performance and
 cost figures, the checks they breach, an HTML report, and a monitor_runs row for trends.
 
-    python -m tasks.monitoring.steps evaluate --window-end 2026-11-26T12:00:00Z --run-key monitor_llm/<run id> \
+    python -m tasks.evaluation.steps evaluate --window-end 2026-11-26T12:00:00Z --run-key monitor_llm/<run id> \
         --reports <dir> [--metrics-url http://127.0.0.1:18003/metrics] [--served-name llm]
 
 Prints one JSON line: {"status", "breaches", "report", ...}. A window with too few requests is "not enough data":
@@ -20,8 +20,8 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from tasks.monitoring import config as monitoring_config
-from tasks.monitoring import cost, performance, report
+from tasks.evaluation import config as monitoring_config
+from tasks.evaluation import cost, performance, report
 
 
 def read_window(conn: psycopg.Connection, start: datetime, end: datetime) -> list[dict[str, Any]]:
@@ -60,7 +60,7 @@ def _language(text: str) -> str:
 
 def drift_tests(window: int, inputs: list[Any], outputs: Any) -> tuple[list[Any], list[Any]]:
     """Run the drift tests; a window below the tests' minimum is recorded as not enough data, never a breach."""
-    from tasks.monitoring.drift import WindowTooSmall
+    from tasks.evaluation.drift import WindowTooSmall
 
     def run(test: Any) -> list[Any]:
         try:
@@ -75,7 +75,7 @@ def drift_tests(window: int, inputs: list[Any], outputs: Any) -> tuple[list[Any]
 def evaluate(conn: psycopg.Connection, cfg: monitoring_config.MonitoringConfig, window_end: datetime,
              run_key: str, reports: Path, metrics_url: str | None = None, served_name: str = "llm",
              min_window: int | None = None) -> dict[str, Any]:
-    from tasks.monitoring import drift, quality
+    from tasks.evaluation import drift, quality
 
     start = window_end - timedelta(hours=cfg.window_hours)
     current = read_window(conn, start, window_end)
@@ -181,7 +181,7 @@ def evaluate(conn: psycopg.Connection, cfg: monitoring_config.MonitoringConfig, 
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tasks.monitoring.steps", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m tasks.evaluation.steps", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     verbs = p.add_subparsers(dest="verb", required=True)
     run = verbs.add_parser("evaluate", help="evaluate one window, write the report, record the figures")

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 import pytest
 
 from stack.process import free_port
-from tasks.monitoring import cost, performance
+from tasks.evaluation import cost, performance
 
 PRICES = {"accelerator_hour_usd": 3.6, "input_per_1k_tokens_usd": 1.0, "output_per_1k_tokens_usd": 2.0}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 
-from tasks.monitoring.config import INCLUDE
+from tasks.evaluation.config import INCLUDE
 
 # the served model's own families (tasks/serving/triton_model.py) and Triton's that the dashboard may use
 EXPORTED = {"llmops_llm_time_to_first_token_seconds_bucket", "llmops_llm_time_per_output_token_seconds_bucket",

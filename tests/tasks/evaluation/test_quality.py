@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tasks.monitoring.quality import DIMENSIONS, METHODS, MODEL, Quality, QualityScorer
+from tasks.evaluation.quality import DIMENSIONS, METHODS, MODEL, Quality, QualityScorer
 from tasks.rag.embedding import Embedder
 
 THRESHOLDS = Path(__file__).resolve().parents[3] / "include" / "monitoring" / "thresholds.yaml"

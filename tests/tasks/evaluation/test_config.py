@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.monitoring.config import INCLUDE, ConfigError, load
+from tasks.evaluation.config import INCLUDE, ConfigError, load
 
 
 def test_the_shipped_config_loads():

@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tasks.common import platform_db
-from tasks.monitoring import config
-from tasks.monitoring.steps import evaluate
+from tasks.evaluation import config
+from tasks.evaluation.steps import evaluate
 from tasks.rag.answer import log_request
 
 END = datetime(2026, 3, 1, 12, tzinfo=UTC)

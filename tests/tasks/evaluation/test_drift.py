@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks.monitoring.drift import (
+from tasks.evaluation.drift import (
     MIN_WINDOW,
     OUTPUT_TESTS,
     DriftTest,

@@ -1,1 +1,0 @@
-"""Monitoring of the served model: drift and answer-quality statistics for the monitor_llm pipeline."""
