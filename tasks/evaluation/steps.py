@@ -44,14 +44,6 @@ def contexts(conn: psycopg.Connection, index: str, rows: list[dict[str, Any]]) -
     return dict(found)
 
 
-def _embedder() -> Any:
-    from tasks.rag import config as rag_config
-    from tasks.rag.embedding import Embedder
-
-    embedding = rag_config.load().embedding
-    return Embedder(embedding.model, embedding.dimensions, embedding.batch_size)
-
-
 def _language(text: str) -> str:
     from tasks.curation.stages.language import detect_language
 
@@ -103,8 +95,7 @@ def evaluate(conn: psycopg.Connection, cfg: monitoring_config.MonitoringConfig, 
             print(f"monitor: {len(ok)} answers scored for quality ({scorer.computed} computed, the rest cached)",
                   flush=True)
             scored.update({r["id"]: s for r, s in zip(ok, scores, strict=True)})
-        embedder = _embedder()
-        embeddings = tuple(embedder.encode([r["question"] for r in rows]) for rows in (reference, current))
+        embeddings = tuple(scorer.embedder.encode([r["question"] for r in rows]) for rows in (reference, current))
         window = min_window or drift_cfg["min_window"]
 
         def answers(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

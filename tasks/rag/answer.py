@@ -72,8 +72,7 @@ class AnswerPath:
         if self._embedder is None:
             from tasks.rag.embedding import Embedder
 
-            embedding = rag_config.load().embedding
-            self._embedder = Embedder(embedding.model, embedding.dimensions, embedding.batch_size)
+            self._embedder = Embedder.from_config(rag_config.load().embedding)
         return self._embedder
 
     def served_tokenizer(self, control: Any) -> Any:

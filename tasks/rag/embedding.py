@@ -9,6 +9,7 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -35,6 +36,11 @@ class Embedder:
         if found != dimensions:
             raise ValueError(f"embedding.dimensions is {dimensions} but model {name} makes {found}-d vectors")
         self.dimensions = dimensions
+
+    @classmethod
+    def from_config(cls, embedding: Any) -> Embedder:
+        """The model include/rag/rag.yaml's `embedding` section names (a tasks.rag.config.EmbeddingConfig)."""
+        return cls(embedding.model, embedding.dimensions, embedding.batch_size)
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
         """float32 array (len(texts), dimensions), in input order; progress(done, total) after each batch."""

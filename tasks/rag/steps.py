@@ -37,7 +37,7 @@ def chunker_for(cfg: RagConfig) -> Chunker:
 
 
 def embedder_for(cfg: RagConfig) -> Callable[[], Embedder]:
-    return partial(Embedder, cfg.embedding.model, cfg.embedding.dimensions, cfg.embedding.batch_size)
+    return partial(Embedder.from_config, cfg.embedding)
 
 
 def validate(endpoint: LakeFSEndpoint, dsn: str, repo: str, ref: str, index_name: str, cfg: RagConfig,
