@@ -10,8 +10,9 @@ natural language (word length, symbols, letters, stop words, punctuation, repeat
 only (`TextStats.prose`), so a URL is not one 80-letter word and `sync_to_async` said five times is not
 spam; the rules about the document's shape (length, digits, lines) still see all of it. Line-fraction rules
 need `min_lines` lines: one line that starts with "- " is a sentence, not a list-only page, and a fraction of
-one line is not a statistic. Measured on `tests/tasks/curation/data/reference_corpus.jsonl` by
-`bench/curation_false_drops.py`.
+one line is not a statistic. Rules read structure where the text has it: a list item that is a sentence is
+prose, a code fence line is markup, a link is one name and inline code one word to the n-gram count. Measured
+on `tests/tasks/curation/data/reference_corpus.jsonl` by `bench/curation_false_drops.py`.
 """
 
 from __future__ import annotations
@@ -31,11 +32,21 @@ _ELLIPSIS = ("...", "…")
 _TERMINAL = (".", "!", "?", '"', "'", ":", ")", "»", "”", "。")
 # A fence left open runs to the end of the document, as markdown renders it.
 _FENCED_CODE = re.compile(r"^[ \t]*(```|~~~).*?(?:^[ \t]*\1[^\n]*$|\Z)", re.MULTILINE | re.DOTALL)
+# Stands for a link or inline code held out of the text while repeated_ngrams splits it into words.
+_HELD = "\ue001"
+_HELD_WORD = re.compile(r"\ue001\d+\ue001")
+_FENCE_LINE = re.compile(r"^(?:```|~~~)[\w+.-]*$")
 _INLINE_CODE = re.compile(r"(`{1,2})[^`\n]+?\1")
 _URL = re.compile(r"(?:https?://|www\.)[^\s<>()\[\]]*[^\s<>()\[\].,;:!?'\"]")
 _MARKDOWN_LINK = re.compile(r"!?\[([^\]\n]*)\]\([^)\s]*\)")
-_RST_LINK = re.compile(r"`([^`<\n]+?)(?:\s*<[^>\n]*>)?`_{1,2}")
-_DOCTEST = re.compile(r"^[ \t]*(?:>>>|\.\.\.)(?: |$)")
+# `text <url>`_ or `text`__: the text starts right after the backtick and the underscores end the reference, so
+# "`a` or `__main__`" holds no link.
+_RST_LINK = re.compile(r"`([^`<\s][^`<\n]*?)(?:\s*<[^>\n]*>)?`_{1,2}(?!\w)")
+# A "... " line continues a doctest only after a ">>> " line; elsewhere it is an ellipsis opening prose.
+_DOCTEST = re.compile(r"^[ \t]*(>>>|\.\.\.)(?: |$)")
+# Where inline code or a URL was cut out of the prose, and the punctuation around it (no letter or digit).
+_CUT = "\ue000"
+_CUT_WITH_PUNCTUATION = re.compile(r"[^\w\s\ue000]*(?:\ue000[^\w\s\ue000]*)+")
 _ENDS_IN_CODE_OR_URL = re.compile(r"(?:(`{1,2})[^`\n]+\1|(?:https?://|www\.)\S+)$")
 # Hashtags, not '#' in markdown headings, "# comments" or issue numbers such as (#123).
 _HASHTAG = re.compile(r"(?<![\w&#])#[^\W\d]")
@@ -43,6 +54,8 @@ _HASHTAG = re.compile(r"(?<![\w&#])#[^\W\d]")
 _IDENTIFIER = re.compile(r"_|\w\.\w|\(\)|[a-z][A-Z]")
 _SENTENCE_END = re.compile(r"[.!?:;][\"')\]*_]*(?:\s|$)")
 _TRAILING_MARKUP = "*_`~]>-"
+_CLOSERS = ")\"'”»"
+_SENTENCE_STOPS = (".", "!", "?", "。")
 # Markdown structure at the start of a line (heading hashes, quote and list markers): layout, not words.
 _LINE_MARKUP = re.compile(r"^[ \t]*(?:#{1,6}|>|[-*+•]|\d+[.)])[ \t]+", re.MULTILINE)
 # A line this short without terminal punctuation is a heading: structure, not an unfinished sentence.
@@ -110,9 +123,11 @@ class TextStats:
     @cached_property
     def prose(self) -> str:
         """The text without code blocks, inline code and URLs (links keep their words); all of it when
-        nothing else is left, so a document that is only code is still judged."""
+        nothing else is left, so a document that is only code is still judged. Punctuation attached to code
+        or a URL goes with it: the commas of "`a`, `b`, `c`" are the code list's, not words without letters."""
         prose = _RST_LINK.sub(r"\1", _MARKDOWN_LINK.sub(r"\1", self.without_code_blocks))
-        prose = _URL.sub("", _INLINE_CODE.sub("", prose))
+        prose = _URL.sub(_CUT, _INLINE_CODE.sub(_CUT, prose))
+        prose = _CUT_WITH_PUNCTUATION.sub("", prose)
         return prose if prose.split() else self.text
 
     @cached_property
@@ -123,6 +138,49 @@ class TextStats:
     def prose_words(self) -> list[str]:
         stripped = (_WORD_EDGES.sub("", word).lower() for word in self.prose_raw_words)
         return [word for word in stripped if word]
+
+    @cached_property
+    def ngram_words(self) -> list[tuple[str, bool]]:
+        """The words repeated_ngrams counts, each with whether it may compete for the top n-gram. Link text is
+        one word, the name of what it links to, so "the [Databricks CLI]" and "the [Databricks SDK for Go]" are
+        different phrases; inline code is one word that counts but never competes, like an identifier, so the
+        prose around it neither shrinks nor joins across it. URLs are left out."""
+        held: list[tuple[str, bool]] = []
+
+        def hold(word: str, competes: bool) -> str:
+            held.append((word, competes))
+            return f" {_HELD}{len(held) - 1}{_HELD} "
+
+        def link(match: re.Match[str]) -> str:
+            name = " ".join(match[1].replace("`", "").split())
+            plain = not _IDENTIFIER.search(name)
+            return hold(name.lower() if plain else name, plain) if name else " "
+
+        text = _RST_LINK.sub(link, _MARKDOWN_LINK.sub(link, self.without_code_blocks))
+        text = _URL.sub(" ", _INLINE_CODE.sub(lambda match: hold(match[0].strip("`"), False), text))
+        words: list[tuple[str, bool]] = []
+        for raw in _LINE_MARKUP.sub("", text).split():
+            if _HELD_WORD.fullmatch(raw):
+                words.append(held[int(raw[1:-1])])
+            elif word := _WORD_EDGES.sub("", raw):
+                plain = not _IDENTIFIER.search(word)
+                words.append((word.lower() if plain else word, plain))
+        return words
+
+    @cached_property
+    def list_items(self) -> list[str]:
+        """Each line that opens a list item, joined with the indented lines it wraps onto (up to a blank line,
+        the next item or an unindented line)."""
+        items: list[str] = []
+        in_item = False
+        for line in self.text.split("\n"):
+            wraps = in_item and line[:1] in (" ", "\t") and bool(line.strip()) and not _BULLET.match(line)
+            if _BULLET.match(line):
+                items.append(line.strip())
+            elif wraps:
+                items[-1] += " " + line.strip()
+            in_item = bool(_BULLET.match(line)) or wraps
+        return items
 
     @cached_property
     def paragraphs(self) -> list[str]:
@@ -141,14 +199,16 @@ class TextStats:
 
 def strip_literal_blocks(text: str) -> str:
     """Without reStructuredText literal blocks (the indented lines after a line ending in "::") and doctest
-    lines (">>> ", "... "): the code of rst READMEs, as fences are markdown's."""
+    lines (">>> " and the "... " lines that follow it): the code of rst READMEs, as fences are markdown's."""
     kept: list[str] = []
-    in_literal = False
+    in_literal = in_doctest = False
     for line in text.split("\n"):
         if in_literal and (not line.strip() or line[:1] in (" ", "\t")):
             continue
         in_literal = line.rstrip().endswith("::")
-        if not _DOCTEST.match(line):
+        prompt = _DOCTEST.match(line)
+        in_doctest = bool(prompt) and (prompt[1] == ">>>" or in_doctest)
+        if not in_doctest:
             kept.append(line[:-1] if in_literal else line)
     return "\n".join(kept)
 
@@ -207,10 +267,20 @@ def stop_words(stats: TextStats, config: QualityConfig) -> str | None:
     return None
 
 
+def is_sentence(item: str) -> bool:
+    """Ends in a full stop, "!" or "?" (past closing markup, brackets and quotes), not in an ellipsis."""
+    item = item.rstrip().rstrip(_TRAILING_MARKUP + _CLOSERS)
+    return item.endswith(_SENTENCE_STOPS) and not item.endswith(_ELLIPSIS)
+
+
 def bullet_lines(stats: TextStats, config: QualityConfig) -> str | None:
+    """Gopher's list-only page: lines that open a list item. An item that is a sentence (a news entry, a reason
+    with its full stop, past the lines it wraps onto) is prose set as a list and does not count; fragments
+    such as menu entries or keywords do."""
     if len(stats.lines) < config.min_lines:
         return None
-    ratio = _fraction(sum(bool(_BULLET.match(line)) for line in stats.lines), len(stats.lines))
+    bullets = sum(not is_sentence(item) for item in stats.list_items)
+    ratio = _fraction(bullets, len(stats.lines))
     if ratio > config.max_bullet_line_fraction:
         return f"bullet line fraction {ratio:.3f} > {config.max_bullet_line_fraction}"
     return None
@@ -247,17 +317,21 @@ def punctuation(stats: TextStats, config: QualityConfig) -> str | None:
 
 
 def duplicate_lines(stats: TextStats, config: QualityConfig) -> str | None:
-    duplicates = len(stats.lines) - len(set(stats.lines))
-    ratio = _fraction(duplicates, len(stats.lines))
+    """Code fence lines (```` ```sh ````, ```` ``` ````) are markup that opens and closes each block, not repeated
+    content; every other line counts, inside code blocks too."""
+    lines = [line for line in stats.lines if not _FENCE_LINE.match(line)]
+    duplicates = len(lines) - len(set(lines))
+    ratio = _fraction(duplicates, len(lines))
     if ratio > config.max_duplicate_line_fraction:
         return f"duplicate line fraction {ratio:.3f} > {config.max_duplicate_line_fraction}"
     return None
 
 
-def top_ngram_fraction(words: list[str], n: int, min_count: int = 2) -> float:
+def top_ngram_fraction(words: list[str], n: int, min_count: int = 2, competes: list[bool] | None = None) -> float:
     """Gopher: share of word characters covered by the most frequent n-gram (0 if none repeats `min_count`
-    times). N-grams holding an identifier do not compete: prose names its subject again and again."""
-    plain = [not _IDENTIFIER.search(word) for word in words]
+    times). N-grams holding a word that does not compete (by default an identifier) are not counted: prose
+    names its subject again and again."""
+    plain = competes if competes is not None else [not _IDENTIFIER.search(word) for word in words]
     counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1) if all(plain[i:i + n]))
     if not counts:
         return 0.0
@@ -270,10 +344,10 @@ def top_ngram_fraction(words: list[str], n: int, min_count: int = 2) -> float:
 def repeated_ngrams(stats: TextStats, config: QualityConfig) -> str | None:
     if len(stats.words) < config.min_ngram_words:
         return None
-    words = [_WORD_EDGES.sub("", word) for word in stats.prose_raw_words]
-    words = [word if _IDENTIFIER.search(word) else word.lower() for word in words if word]
+    words = [word for word, _ in stats.ngram_words]
+    competes = [competes for _, competes in stats.ngram_words]
     for n, limit in sorted(config.max_top_ngram_fraction.items()):
-        ratio = top_ngram_fraction(words, n, config.min_ngram_repeats)
+        ratio = top_ngram_fraction(words, n, config.min_ngram_repeats, competes)
         if ratio > limit:
             return f"top {n}-gram covers {ratio:.3f} of characters > {limit}"
     return None
