@@ -80,13 +80,38 @@ class QualityConfig:
     max_ellipsis_line_fraction: float = 0.3
     min_alpha_word_fraction: float = 0.8
     min_stop_words: int = 2
-    stop_words: tuple[str, ...] = ("the", "be", "to", "of", "and", "that", "have", "with", "a", "an", "is", "are",
-                                   "in", "on", "for", "it", "this", "as", "by", "from", "or", "not", "can", "you")
+    stop_words: tuple[str, ...] = (
+        "the",
+        "be",
+        "to",
+        "of",
+        "and",
+        "that",
+        "have",
+        "with",
+        "a",
+        "an",
+        "is",
+        "are",
+        "in",
+        "on",
+        "for",
+        "it",
+        "this",
+        "as",
+        "by",
+        "from",
+        "or",
+        "not",
+        "can",
+        "you",
+    )
 
     def __post_init__(self) -> None:
         if self.min_ngram_repeats < 2 or self.min_lines < 1:
-            raise ConfigError(f"need min_ngram_repeats >= 2 and min_lines >= 1, got {self.min_ngram_repeats}, "
-                              f"{self.min_lines}")
+            raise ConfigError(
+                f"need min_ngram_repeats >= 2 and min_lines >= 1, got {self.min_ngram_repeats}, {self.min_lines}"
+            )
         if not 0 < self.min_words <= self.max_words:
             raise ConfigError(f"need 0 < min_words <= max_words, got {self.min_words}, {self.max_words}")
         if self.min_mean_word_length > self.max_mean_word_length:
@@ -304,7 +329,8 @@ def is_punctuated(paragraph: str) -> bool:
     leads to ("install it with `pip install x`"), or holds a sentence end inside."""
     paragraph = paragraph.rstrip()
     return paragraph.rstrip(_TRAILING_MARKUP).endswith(_TERMINAL) or bool(
-        _ENDS_IN_CODE_OR_URL.search(paragraph) or _SENTENCE_END.search(paragraph[:-1]))
+        _ENDS_IN_CODE_OR_URL.search(paragraph) or _SENTENCE_END.search(paragraph[:-1])
+    )
 
 
 def punctuation(stats: TextStats, config: QualityConfig) -> str | None:
@@ -332,7 +358,7 @@ def top_ngram_fraction(words: list[str], n: int, min_count: int = 2, competes: l
     times). N-grams holding a word that does not compete (by default an identifier) are not counted: prose
     names its subject again and again."""
     plain = competes if competes is not None else [not _IDENTIFIER.search(word) for word in words]
-    counts = Counter(tuple(words[i:i + n]) for i in range(len(words) - n + 1) if all(plain[i:i + n]))
+    counts = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1) if all(plain[i : i + n]))
     if not counts:
         return 0.0
     gram, count = counts.most_common(1)[0]
