@@ -4,7 +4,8 @@ Every hour (or from the UI / REST API), `evaluate` takes the window ending at th
 to look at another) against the reference window before it: input drift (query embeddings, a two-sample test
 with a p-value; question length and language PSI), output drift (answer length, refusal, toxicity and citation
 rates), answer quality (groundedness, relevance, toxicity), latency / throughput / errors, and cost per user, model
-and prompt arm (A/B compared). It writes an HTML report and records every figure in `monitor_runs`. Each area then
+and prompt arm (A/B compared); and, offline, the served model against the registry's candidate (held-out perplexity
+and question-set accuracy, side by side). It writes an HTML report and records every figure in `monitor_runs`. Each area then
 has a `check_*` task that fails, named, with the numbers when its thresholds (include/monitoring/) are breached;
 `notify` posts the breaches to the webhook; `request_reindex` / `request_finetune` emit the Assets that start
 reindex_rag / finetune when a breached check is mapped to them. Too few requests: "not enough data", nothing fails.
@@ -19,8 +20,7 @@ from plugins.conf_guard import check_conf
 from plugins.dag_defaults import DEFAULT_ARGS
 from plugins.launchers.step import Resources
 from plugins.step_operator import StepOperator
-
-CHECKS = ("input_drift", "output_drift", "quality", "performance", "cost")
+from tasks.evaluation.config import CHECKS
 
 
 @dag(
@@ -36,6 +36,9 @@ CHECKS = ("input_drift", "output_drift", "quality", "performance", "cost")
         "webhook": Param(None, type=["null", "string"], pattern="^https?://",
                          description="where breaches are posted; empty = include/monitoring/monitoring.yaml's"),
         "served_name": Param("llm", type="string", pattern="^[a-z][a-z0-9_-]{1,40}$", description="Triton model"),
+        "candidate": Param(None, type=["null", "string"], pattern="^models:/[^/]+/[^/]+$",
+                           description="registered model to evaluate offline against the served one; empty = the "
+                                       "served model's `candidate` alias"),
         "min_window": Param(None, type=["null", "integer"], minimum=2,
                             description="records per window the drift tests need; empty = thresholds.yaml's (400: "
                                         "smaller windows raise more false alarms, see docs/benchmarks.md)"),
@@ -48,6 +51,7 @@ def monitor_llm():
         """The monitoring config and thresholds parse and hold their rules; the window is fixed here."""
         from plugins.connections import triton_metrics
         from plugins.launchers.base import artifact_root
+        from plugins.serving import model_repository_root
         from tasks.evaluation import config
 
         cfg = config.load()
@@ -57,12 +61,13 @@ def monitor_llm():
         return {"run_key": run_key, "webhook": params["webhook"] or cfg.webhook, "actions": cfg.actions,
                 "args": ["evaluate", "--window-end", window_end, "--run-key", run_key, "--reports",
                          f"{artifact_root()}/reports/monitor_llm", "--metrics-url", triton_metrics(),
-                         "--served-name", params["served_name"],
+                         "--served-name", params["served_name"], "--repository", str(model_repository_root()),
+                         *(["--candidate", params["candidate"]] if params["candidate"] else []),
                          *(["--min-window", str(params["min_window"])] if params["min_window"] else [])]}
 
     plan = validate()
     evaluate = StepOperator(task_id="evaluate", module="tasks.evaluation.steps", args=plan["args"],
-                            step_resources=Resources(cpu="2", memory="4Gi"), postgres=True)
+                            step_resources=Resources(cpu="2", memory="4Gi"), postgres=True, lakefs=True, mlflow=True)
 
     @task
     def outcome(run_key: str) -> dict:

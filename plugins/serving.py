@@ -12,17 +12,22 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from plugins.connections import MLFLOW, TRITON, http_url, postgres_dsn, triton_grpc
 
 
+def model_repository_root() -> Path:
+    """The root of Triton's model repository (it holds models/), as this Airflow deployment mounts it."""
+    models = os.environ.get("LLMOPS_TRITON_MODEL_REPOSITORY")
+    if not models:
+        raise RuntimeError("LLMOPS_TRITON_MODEL_REPOSITORY is not set: the deploy and monitoring tasks read Triton's "
+                           "model repository (the stack sets it; in production, the repository volume's mount path)")
+    return Path(models).parent
+
+
 def triton_target(served_name: str):
     """The Triton the platform deploys to: its HTTP/gRPC endpoints and its model repository."""
     from tasks.serving.client import TritonControl
     from tasks.serving.deploy import Target
     from tasks.serving.repository import ModelRepository
 
-    models = os.environ.get("LLMOPS_TRITON_MODEL_REPOSITORY")
-    if not models:
-        raise RuntimeError("LLMOPS_TRITON_MODEL_REPOSITORY is not set: the deploy tasks write Triton's model "
-                           "repository (the stack sets it; in production, the repository volume's mount path)")
-    return Target(ModelRepository(Path(models).parent), TritonControl(http_url(TRITON)), triton_grpc(), served_name)
+    return Target(ModelRepository(model_repository_root()), TritonControl(http_url(TRITON)), triton_grpc(), served_name)
 
 
 def record(plan: dict[str, Any], action: str, reason: str, dag_run: Any, from_version: int | None = None,

@@ -140,8 +140,13 @@ def monitor_summary(cfg: StackConfig) -> str:
     with platform_db.connect(postgres.dsn(cfg, "platform")) as conn:
         figures, breaches, report = conn.execute(
             "SELECT figures, breaches, report FROM monitor_runs ORDER BY at DESC LIMIT 1").fetchone()
-    return (f"Monitoring   {figures['status']}; breaches: {', '.join(breaches) or 'none'}\n"
-            f"  report {report} (figures in the platform database's monitor_runs table)")
+    offline = figures.get("offline_eval", {})
+    models = [f"{role} {m['model']}: held-out perplexity {m['perplexity']:.1f}, question-set accuracy "
+              f"{m['accuracy']:.2f}" for role, m in offline.get("models", {}).items()]
+    return "\n".join([f"Monitoring   {figures['status']}; breaches: {', '.join(breaches) or 'none'}",
+                      *(f"  offline: {line}" for line in models or [offline.get("skipped", "not run")]),
+                      *([f"  candidate: {offline['candidate']}"] if "candidate" in offline else []),
+                      f"  report {report} (figures in the platform database's monitor_runs table)"])
 
 
 def rag_summary(client: AirflowClient) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 INCLUDE = Path(__file__).resolve().parents[2] / "include" / "monitoring"
-CHECKS = ("input_drift", "output_drift", "quality", "performance", "cost")
+CHECKS = ("input_drift", "output_drift", "quality", "performance", "cost", "offline_eval")
 ACTIONS = ("reindex", "finetune", "none")
 
 
@@ -32,6 +32,7 @@ class MonitoringConfig:
     cost: dict[str, float]
     actions: dict[str, str]
     webhook: str | None
+    offline: dict[str, Any]  # offline evaluation: question set path, held-out data, when a candidate is worse
     thresholds: dict[str, Any]  # thresholds.yaml: `drift` and `quality` test settings
 
 
@@ -55,7 +56,7 @@ def load(path: Path | None = None, thresholds_path: Path | None = None) -> Monit
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"monitoring config: {error}") from error
     name = path.name
-    for section in ("window", "performance", "quality", "cost", "actions", "notifier"):
+    for section in ("window", "performance", "quality", "cost", "offline", "actions", "notifier"):
         if not isinstance(raw.get(section), dict):
             raise ConfigError(f"{name}: section `{section}` is missing or not a mapping")
     window = raw["window"]
@@ -84,5 +85,20 @@ def load(path: Path | None = None, thresholds_path: Path | None = None) -> Monit
                  for k in ("min_grounded_share", "min_relevant_share", "max_toxicity_rate")},
         cost={k: _number(f"{name} cost", raw["cost"], k) for k in (
             "accelerator_hour_usd", "input_per_1k_tokens_usd", "output_per_1k_tokens_usd", "max_window_usd")},
-        actions=dict(actions), webhook=webhook, thresholds=thresholds,
+        actions=dict(actions), webhook=webhook, offline=_offline(name, path.parent, raw["offline"]),
+        thresholds=thresholds,
     )
+
+
+def _offline(name: str, directory: Path, raw: dict) -> dict[str, Any]:
+    where = f"{name} offline"
+    questions = directory / str(raw.get("questions") or "")
+    if not raw.get("questions") or not questions.is_file():
+        raise ConfigError(f"{where}: `questions` is {raw.get('questions')!r}; a file next to {name} is required")
+    if not isinstance(raw.get("data_repo"), str) or not raw["data_repo"]:
+        raise ConfigError(f"{where}: `data_repo` must name the lakeFS repository of the curated corpus")
+    return {"questions": questions, "data_repo": raw["data_repo"],
+            "max_documents": int(_number(where, raw, "max_documents", minimum=1)),
+            "max_tokens": int(_number(where, raw, "max_tokens", minimum=2)),
+            "max_perplexity_rise": _number(where, raw, "max_perplexity_rise"),
+            "max_accuracy_drop": _number(where, raw, "max_accuracy_drop", maximum=1)}

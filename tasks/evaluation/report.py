@@ -57,6 +57,16 @@ def _plots(figures: dict[str, Any], embeddings: tuple[np.ndarray, np.ndarray] | 
         axes[1].set_title("mean answer relevance by prompt arm")
         out.append(("Cost and prompt A/B", _png(fig)))
         plt.close(fig)
+    models = figures.get("offline_eval", {}).get("models", {})
+    if models:
+        fig, axes = plt.subplots(1, 2, figsize=(8, 3))
+        labels = [f"{role}\n{m['model']}" for role, m in models.items()]
+        axes[0].bar(labels, [m["byte_perplexity"] for m in models.values()])
+        axes[0].set_title("held-out perplexity per byte (lower is better)")
+        axes[1].bar(labels, [m["accuracy"] for m in models.values()])
+        axes[1].set_title("question-set accuracy")
+        out.append(("Offline evaluation: serving vs candidate", _png(fig)))
+        plt.close(fig)
     return out
 
 

@@ -1,8 +1,10 @@
 """The monitoring step: one window of the request log (and Triton's metrics) -> drift, quality, performance and
-cost figures, the checks they breach, an HTML report, and a monitor_runs row for trends.
+cost figures, plus the offline evaluation of the served model against the registry's candidate (with --repository),
+the checks they breach, an HTML report, and a monitor_runs row for trends.
 
     python -m tasks.evaluation.steps evaluate --window-end 2026-11-26T12:00:00Z --run-key monitor_llm/<run id> \
-        --reports <dir> [--metrics-url http://127.0.0.1:18003/metrics] [--served-name llm]
+        --reports <dir> [--metrics-url http://127.0.0.1:18003/metrics] [--served-name llm] \
+        [--repository .stack/triton [--candidate models:/llmops-tiny/4] [--data-ref main]]
 
 Prints one JSON line: {"status", "breaches", "report", ...}. A window with too few requests is "not enough data":
 the report says so and nothing is breached.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -66,7 +69,8 @@ def drift_tests(window: int, inputs: list[Any], outputs: Any) -> tuple[list[Any]
 
 def evaluate(conn: psycopg.Connection, cfg: monitoring_config.MonitoringConfig, window_end: datetime,
              run_key: str, reports: Path, metrics_url: str | None = None, served_name: str = "llm",
-             min_window: int | None = None) -> dict[str, Any]:
+             min_window: int | None = None, offline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """`offline`: tasks.evaluation.offline.run's figures, reported and checked here with the window's."""
     from tasks.evaluation import drift, quality
 
     start = window_end - timedelta(hours=cfg.window_hours)
@@ -158,6 +162,10 @@ def evaluate(conn: psycopg.Connection, cfg: monitoring_config.MonitoringConfig, 
                 breaches["performance"] = "; ".join(slow)
             if figures["cost"]["total_usd"] > cfg.cost["max_window_usd"]:
                 breaches["cost"] = f"window cost {figures['cost']['total_usd']:.2f} USD > {cfg.cost['max_window_usd']:g}"
+    if offline is not None:
+        figures["offline_eval"] = offline
+        if offline.get("worse"):
+            breaches["offline_eval"] = offline["worse"]
     path = report.write(reports / f"{run_key.replace('/', '__')}.html", f"monitor_llm {run_key}", figures, breaches,
                         {**figures.get("quality", {}).get("methods", {}), "input drift": "see each test's method"},
                         embeddings)
@@ -184,6 +192,12 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--min-window", type=int, default=None,
                      help="records per window the drift tests need (default: thresholds.yaml's min_window)")
     run.add_argument("--config", type=Path, default=None, help="monitoring.yaml (default: include/monitoring/)")
+    run.add_argument("--repository", type=Path, default=None,
+                     help="Triton's model repository root: its served version is evaluated offline against the "
+                          "candidate (omitted: no offline evaluation)")
+    run.add_argument("--candidate", default=None,
+                     help="models:/<name>/<version or alias> to compare (default: the served model's `candidate`)")
+    run.add_argument("--data-ref", default="main", help="lakeFS ref of the curated corpus (default: main)")
     return p
 
 
@@ -196,9 +210,20 @@ def main(argv: list[str] | None = None) -> int:
     except monitoring_config.ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    offline_figures = None
+    if args.repository:
+        from tasks.common.versioned_data import LakeFSEndpoint
+        from tasks.evaluation import offline
+
+        try:
+            offline_figures = offline.run(cfg.offline, LakeFSEndpoint.from_env(), args.repository, args.served_name,
+                                          os.environ.get("MLFLOW_TRACKING_URI"), args.candidate, args.data_ref)
+        except offline.OfflineEvalError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
     with platform_db.connect(platform_db.dsn_from_env()) as conn:
         result = evaluate(conn, cfg, args.window_end, args.run_key, args.reports, args.metrics_url, args.served_name,
-                          args.min_window)
+                          args.min_window, offline_figures)
     print(json.dumps(result))
     return 0
 

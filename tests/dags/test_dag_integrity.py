@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from airflow.dag_processing.dagbag import DagBag
 
+from tasks.evaluation.config import CHECKS
+
 REPO = Path(__file__).resolve().parents[2]
 DAG_FILES = sorted(p for p in (REPO / "dags").glob("*.py") if not p.name.startswith("_"))
 # Importing any of these at parse time would cost the dag-processor seconds per file on every parse.
@@ -35,7 +37,7 @@ def test_every_dag_imports(dagbag: DagBag):
 # Tasks a retry cannot help: a bad conf will not get better; a deploy step that failed has already rolled back; a
 # monitoring check that found a breach would find it again.
 NO_RETRY = {"check_conf", "build_and_deploy.stage", "build_and_deploy.gates", "build_and_deploy.promote",
-            *(f"monitor_llm.check_{area}" for area in ("input_drift", "output_drift", "quality", "performance", "cost"))}
+            *(f"monitor_llm.check_{area}" for area in CHECKS)}
 
 
 def test_every_dag_has_tags_owner_and_retries(dagbag: DagBag):

@@ -23,10 +23,14 @@ def test_the_shipped_config_loads():
     (lambda t: t.replace("  hours: 24 ", "  hourz: 24 "), "`hours` is missing"),
     (lambda t: t.replace("webhook: null", "webhook: slack"), "must be an http(s) URL"),
     (lambda t: t + "\n  : [", "monitoring config"),
+    (lambda t: t.replace("max_perplexity_rise: 0.02", "max_perplexity_rise: -1"), "`max_perplexity_rise` is -1"),
+    (lambda t: t.replace("questions: offline_questions.yaml", "questions: nowhere.yaml"), "`questions` is 'nowhere"),
+    (lambda t: t.replace("  offline_eval: none ", "  offline_eval: page "), "actions.offline_eval is 'page'"),
 ])
 def test_a_broken_setting_is_named(tmp_path: Path, edit, message):
     (tmp_path / "monitoring.yaml").write_text(edit((INCLUDE / "monitoring.yaml").read_text()))
-    (tmp_path / "thresholds.yaml").write_text((INCLUDE / "thresholds.yaml").read_text())
+    for name in ("thresholds.yaml", "offline_questions.yaml"):
+        (tmp_path / name).write_text((INCLUDE / name).read_text())
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")):
         load(tmp_path / "monitoring.yaml")
 

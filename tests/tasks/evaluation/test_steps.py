@@ -80,3 +80,16 @@ def test_drift_tests_below_their_window_say_so_instead_of_alarming(platform_dsn,
         figures, = conn.execute("SELECT figures FROM monitor_runs WHERE run_key = 'test/small'").fetchone()
     assert "input_drift" not in result["breaches"]
     assert "not enough data" in figures["input_drift"][0] and "400" in figures["input_drift"][0]
+
+
+def test_a_worse_candidate_breaches_offline_eval_even_without_requests(platform_dsn, cfg, tmp_path):
+    scores = {"serving": {"model": "tiny/1", "byte_perplexity": 1.4, "accuracy": 0.5},
+              "candidate": {"model": "tiny/2", "byte_perplexity": 1.9, "accuracy": 0.2}}
+    worse = "candidate tiny/2 is worse than serving tiny/1: held-out perplexity per byte 1.9000 vs serving 1.4000"
+    result = run(platform_dsn, cfg, datetime(2021, 1, 1, tzinfo=UTC), tmp_path,
+                 offline={"models": scores, "worse": worse})
+    assert result["status"].startswith("not enough data") and result["breaches"] == {"offline_eval": worse}
+    assert "Offline evaluation: serving vs candidate" in (tmp_path / "test__20210101.html").read_text()
+    with platform_db.connect(platform_dsn) as conn:
+        figures, = conn.execute("SELECT figures FROM monitor_runs WHERE run_key = 'test/20210101'").fetchone()
+    assert figures["offline_eval"]["models"]["candidate"]["accuracy"] == 0.2
