@@ -64,13 +64,14 @@ class Stage(ABC, Generic[ConfigT]):
     def process(self, batch: list[Record]) -> list[Record]:
         """Kept records in input order; dropped ones are counted by reason and quarantined. A record the
         stage fails on is quarantined as `error:<exception>`: one odd record must not fail its shard."""
+        return self.settle(batch, [self._outcome(record) for record in batch])
+
+    def settle(self, batch: list[Record], outcomes: list[Record | Drop]) -> list[Record]:
+        """The bookkeeping for one verdict per record: counters, quarantine, and the kept records in order.
+        Stages that decide over a whole batch (dedupe) override `process` and still settle here."""
         kept: list[Record] = []
-        for record in batch:
+        for record, outcome in zip(batch, outcomes, strict=True):
             self.counters["seen"] += 1
-            try:
-                outcome = self.apply(record)
-            except Exception as error:  # noqa: BLE001 - any failure is this record's, recorded with its reason
-                outcome = Drop(f"error:{type(error).__name__}", str(error)[:PREVIEW_CHARS])
             if isinstance(outcome, Drop):
                 self.counters["dropped"] += 1
                 self.counters[f"dropped:{outcome.reason}"] += 1
@@ -79,6 +80,12 @@ class Stage(ABC, Generic[ConfigT]):
                 self.counters["kept"] += 1
                 kept.append(outcome)
         return kept
+
+    def _outcome(self, record: Record) -> Record | Drop:
+        try:
+            return self.apply(record)
+        except Exception as error:  # noqa: BLE001 - any failure is this record's, recorded with its reason
+            return Drop(f"error:{type(error).__name__}", str(error)[:PREVIEW_CHARS])
 
     @abstractmethod
     def apply(self, record: Record) -> Record | Drop:

@@ -1,23 +1,24 @@
-"""Drop near duplicates with MinHash + LSH (datasketch): a record whose estimated Jaccard similarity of
-word shingles with an earlier kept record reaches `threshold` is dropped, naming that record.
+"""Drop near duplicates with MinHash + LSH: records whose estimated Jaccard similarity of word shingles reaches
+`threshold` are linked, linked records form clusters (connected components), and only the first record of each
+cluster (in input order) is kept; the others are dropped naming it.
 
-LSH only proposes candidates; each is confirmed with the MinHash Jaccard estimate so the threshold is a
-real bound rather than the banding's S-curve. That confirmation is what lets the banding lean hard towards
-recall (`false_negative_weight`): extra candidates cost a comparison, never a wrong drop. State lives in this process: one instance must see every
-shard (see `tasks.curation.pipeline.global_stages`).
+The logic lives in `tasks.curation.dedupe`, shared with the Ray executor, which builds the same buckets by a
+shuffle instead of a dict; this stage is the in-process executor of it. Calling `process` once with every
+shard's records gives exactly the Ray result. Called again, a later batch is resolved against the records kept
+so far (earlier verdicts are final, so a later record that bridges two kept records cannot undo either).
 """
 
 from __future__ import annotations
 
-import re
+from collections import defaultdict
 from dataclasses import dataclass
 
-from datasketch import MinHash, MinHashLSH
+import numpy as np
 
+from tasks.curation import dedupe
+from tasks.curation.dedupe import shingles  # noqa: F401 - the stage's tokenisation, re-exported for its callers
 from tasks.curation.records import Record
 from tasks.curation.stage import ConfigError, Drop, Stage
-
-_TOKEN = re.compile(r"\w+")
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,9 @@ class FuzzyDedupeConfig:
         if self.shingle_words < 1 or self.num_perm < 16:
             raise ConfigError(f"need shingle_words >= 1 and num_perm >= 16, got {self.shingle_words}, {self.num_perm}")
 
-
-def shingles(text: str, size: int) -> set[bytes]:
-    """Lower-cased word n-grams; a text shorter than one shingle is a single shingle of all its words."""
-    words = _TOKEN.findall(text.lower())
-    count = max(1, len(words) - size + 1)
-    return {" ".join(words[i:i + size]).encode("utf-8") for i in range(count)}
+    def hasher(self) -> dedupe.MinHasher:
+        return dedupe.MinHasher(self.num_perm, self.shingle_words, self.threshold, self.seed,
+                                self.false_negative_weight)
 
 
 class FuzzyDedupe(Stage[FuzzyDedupeConfig]):
@@ -50,30 +48,43 @@ class FuzzyDedupe(Stage[FuzzyDedupeConfig]):
 
     def __init__(self, config: FuzzyDedupeConfig) -> None:
         super().__init__(config)
-        weights = (1 - config.false_negative_weight, config.false_negative_weight)
-        self.lsh = MinHashLSH(threshold=config.threshold, num_perm=config.num_perm, weights=weights)
-        self.signatures: dict[str, MinHash] = {}
-        # datasketch draws the permutations anew for every MinHash; draw them once (same seed, same values).
-        template = MinHash(num_perm=config.num_perm, seed=config.seed)
-        self.permutations, self.scheme = template.permutations, template.scheme
+        self.hasher = config.hasher()
+        self.next_order = 0
+        # what earlier batches kept: order -> (id, signature), and band key -> orders
+        self.kept: dict[int, tuple[str, np.ndarray]] = {}
+        self.buckets: dict[int, list[int]] = defaultdict(list)
+        self.kept_ids: set[str] = set()
 
-    def signature(self, text: str) -> MinHash:
-        minhash = MinHash(num_perm=self.config.num_perm, seed=self.config.seed, permutations=self.permutations,
-                          scheme=self.scheme)
-        minhash.update_batch(sorted(shingles(text, self.config.shingle_words)))
-        return minhash
+    def process(self, batch: list[Record]) -> list[Record]:
+        orders = range(self.next_order, self.next_order + len(batch))
+        self.next_order += len(batch)
+        signatures = {order: self.hasher.signature(record["text"]) for order, record in zip(orders, batch, strict=False)}
+        band_keys = {order: self.hasher.band_keys(signature) for order, signature in signatures.items()}
+        new_buckets: dict[int, list[int]] = defaultdict(list)
+        for order, keys in band_keys.items():
+            for key in keys:
+                new_buckets[key].append(order)
+        pairs = [pair for key, members in new_buckets.items()
+                 for pair in dedupe.bucket_pairs(self.buckets.get(key, []) + members)]
+        known = {**{order: signature for order, (_, signature) in self.kept.items()}, **signatures}
+        survivor_of = dedupe.survivors(dedupe.confirmed(pairs, known, self.config.threshold))
+        ids = {order: record["id"] for order, record in zip(orders, batch, strict=False)}
+        outcomes: list[Record | Drop] = []
+        for order, record in zip(orders, batch, strict=False):
+            survivor = survivor_of.get(order)
+            if survivor is not None:
+                survivor_id = self.kept[survivor][0] if survivor in self.kept else ids[survivor]
+                outcomes.append(Drop("near_duplicate", dedupe.near_duplicate_detail(
+                    survivor_id, signatures[order], known[survivor])))
+            elif record["id"] in self.kept_ids:
+                outcomes.append(Drop("duplicate_id", dedupe.duplicate_id_detail(record["id"])))
+            else:
+                outcomes.append(record)
+                self.kept_ids.add(record["id"])
+                self.kept[order] = (record["id"], signatures[order])
+                for key in band_keys[order]:
+                    self.buckets[key].append(order)
+        return self.settle(batch, outcomes)
 
     def apply(self, record: Record) -> Record | Drop:
-        minhash = self.signature(record["text"])
-        best_id, best_score = "", 0.0
-        for candidate in self.lsh.query(minhash):
-            score = minhash.jaccard(self.signatures[candidate])
-            if score > best_score or (score == best_score and candidate < best_id):
-                best_id, best_score = candidate, score
-        if best_id and best_score >= self.config.threshold:
-            return Drop("near_duplicate", f"{best_id} (estimated Jaccard {best_score:.2f})")
-        if record["id"] in self.signatures:
-            return Drop("duplicate_id", f"id '{record['id']}' was already kept with a different text")
-        self.lsh.insert(record["id"], minhash)
-        self.signatures[record["id"]] = minhash
-        return record
+        raise TypeError(f"{self.name} decides over a whole batch: call process(), not apply()")
