@@ -14,6 +14,8 @@ POSTGRES = "llmops_postgres"
 MLFLOW = "llmops_mlflow"
 TRITON = "llmops_triton"
 LAKEFS = "llmops_lakefs"
+RAY = "ray_default"
+RAY_CLIENT_PORT = 10001
 
 
 def postgres_dsn(conn_id: str = POSTGRES) -> str:
@@ -50,3 +52,15 @@ def lakefs_endpoint(conn_id: str = LAKEFS) -> LakeFSEndpoint:
 
     conn = BaseHook.get_connection(conn_id)
     return LakeFSEndpoint(http_url(conn_id), conn.login or "", conn.password or "")
+
+
+def ray_address(conn_id: str = RAY) -> str | None:
+    """`ray://host:port` of a Ray cluster's client server (e.g. a KubeRay head Service), or None when no such
+    Connection exists: the step then starts Ray on its own machine."""
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        conn = BaseHook.get_connection(conn_id)
+    except AirflowNotFoundException:
+        return None
+    return f"ray://{conn.host}:{conn.port or RAY_CLIENT_PORT}"

@@ -7,7 +7,7 @@ from typing import Any
 
 from airflow.sdk import BaseOperator, XComArg
 
-from plugins.connections import MLFLOW, http_url, lakefs_endpoint, postgres_dsn
+from plugins.connections import MLFLOW, http_url, lakefs_endpoint, postgres_dsn, ray_address
 from plugins.launchers.base import Launcher, make_launcher
 from plugins.launchers.step import Resources, Step
 
@@ -19,7 +19,8 @@ class StepOperator(BaseOperator):
     validation task that decides the world size): `step_resources` then arrives as a dict of Resources fields, and an
     empty `launcher` means the platform's default. `lakefs=True` hands the step the `llmops_lakefs` endpoint as
     LAKECTL_* secrets; `mlflow=True` hands it the `llmops_mlflow` URL as MLFLOW_TRACKING_URI; `postgres=True` hands
-    it the `llmops_postgres` DSN (the platform database) as LLMOPS_PLATFORM_DSN.
+    it the `llmops_postgres` DSN (the platform database) as LLMOPS_PLATFORM_DSN; `ray=True` hands it the address of
+    the `ray_default` Connection's Ray cluster as LLMOPS_RAY_ADDRESS, if that Connection exists.
     """
 
     template_fields: Sequence[str] = ("args", "env", "step_resources", "launcher")
@@ -36,6 +37,7 @@ class StepOperator(BaseOperator):
         lakefs: bool = False,
         mlflow: bool = False,
         postgres: bool = False,
+        ray: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -48,6 +50,7 @@ class StepOperator(BaseOperator):
         self.lakefs = lakefs
         self.mlflow = mlflow
         self.postgres = postgres
+        self.ray = ray
         self._launcher: Launcher | None = None
         self._describe()  # validate at parse time, so a bad step fails the DAG import, not a run
 
@@ -72,6 +75,10 @@ class StepOperator(BaseOperator):
             from tasks.common.platform_db import ENV_DSN
 
             secrets[ENV_DSN] = postgres_dsn()
+        if self.ray and (address := ray_address()):
+            from tasks.curation.steps import ENV_RAY_ADDRESS
+
+            secrets[ENV_RAY_ADDRESS] = address
         self._launcher = make_launcher(self.launcher or None)
         self._launcher.run(self._describe(secrets), context, self.log)
 

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import BinaryIO, Literal
 
 import lakefs
 import lakefs_sdk
@@ -226,6 +226,16 @@ class VersionedRepo:
         with _named("read object", self.repo_id, ref, path):
             with self.repo.ref(ref).object(path).reader(mode="rb") as reader:
                 return reader.read()
+
+    def open_reader(self, ref: str, path: str) -> BinaryIO:
+        """A stream over an object (ranged reads): read it in parts instead of holding it whole."""
+        with _named("read object", self.repo_id, ref, path):
+            return self.repo.ref(ref).object(path).reader(mode="rb")
+
+    def open_writer(self, branch: str, path: str) -> BinaryIO:
+        """A stream into an object, spooled to a temporary file and uploaded when closed (use it as a context)."""
+        with _named("upload object", self.repo_id, branch, path):
+            return self.repo.branch(branch).object(path).writer(mode="wb")
 
     def list_objects(self, ref: str, prefix: str = "") -> list[str]:
         with _named("list objects", self.repo_id, ref, prefix or None):

@@ -103,3 +103,14 @@ def curate(files: Mapping[str, bytes], config: CurationConfig) -> StageRun:
             totals.setdefault(stage_name, Counter()).update(counters)
     merged = run_stages(global_stages(config), survivors)
     return StageRun(merged.kept, quarantined + merged.quarantined, {**totals, **merged.counters_by_stage})
+
+
+def merge_counters(parts: Iterable[Mapping[str, Mapping[str, int]]]) -> dict[str, dict[str, int]]:
+    """Stage counters of several shards (or executors' parts) summed, stage by stage."""
+    merged: dict[str, dict[str, int]] = {}
+    for part in parts:
+        for stage, counters in part.items():
+            target = merged.setdefault(stage, {})
+            for name, value in counters.items():
+                target[name] = target.get(name, 0) + int(value)
+    return merged

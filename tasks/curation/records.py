@@ -80,11 +80,13 @@ def is_supported(path: str) -> bool:
     return PurePosixPath(path).suffix.lower() in SUPPORTED_SUFFIXES
 
 
-def read_jsonl(name: str, data: bytes, default_source: str | None = None) -> tuple[list[Record], list[QuarantineEntry]]:
-    """One record per non-blank line; `source` defaults to the file name, `meta` to {}."""
+def read_jsonl(name: str, data: bytes, default_source: str | None = None, first_line: int = 1
+               ) -> tuple[list[Record], list[QuarantineEntry]]:
+    """One record per non-blank line; `source` defaults to the file name, `meta` to {}. `first_line` numbers the
+    lines of a part of a file read as a stream (a part starts after a newline)."""
     records: list[Record] = []
     rejected: list[QuarantineEntry] = []
-    for number, raw_line in enumerate(data.splitlines(), start=1):
+    for number, raw_line in enumerate(data.splitlines(), start=first_line):
         line = decode(raw_line)
         if not line.strip():
             continue

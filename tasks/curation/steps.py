@@ -13,6 +13,7 @@ import argparse
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from tasks.common.versioned_data import LakeFSEndpoint, Lineage, RefNotFoundErro
 from tasks.curation import pipeline, records
 
 LOOSE_FILES_PER_SHARD = 200
+ENV_RAY_ADDRESS = "LLMOPS_RAY_ADDRESS"  # a Ray cluster's address (from the `ray_default` Connection); unset: local Ray
 WORK = "work/curation/"
 CURATED = "curated/corpus.jsonl"
 QUARANTINE = "curated/quarantine/"
@@ -138,10 +140,30 @@ def dedupe(endpoint: LakeFSEndpoint, repo: str, branch: str, overrides: Mapping[
         "unreadable": sum(s["unreadable"] for s in shard_stats),
         "curated": len(result.kept),
         "quarantined": len(quarantined),
-        "stages": _merge_counters([s["stages"] for s in shard_stats] + [result.counters_by_stage]),
+        "stages": pipeline.merge_counters([s["stages"] for s in shard_stats] + [result.counters_by_stage]),
     }
     versioned.put_object(branch, STATS, json.dumps(stats, indent=2, sort_keys=True).encode())
     log(f"dedupe: kept {len(result.kept)}; " + _counts_line(result.counters_by_stage))
+    return stats
+
+
+def curate_on_ray(
+    endpoint: LakeFSEndpoint, repo: str, branch: str, input_commit: str, source_prefix: str,
+    overrides: Mapping[str, Any], address: str | None = None, num_cpus: int | None = None,
+) -> dict[str, Any]:
+    """Every stage, dedupe included, as one Ray Data pipeline: raw shards streamed from the input commit, the
+    curated corpus, quarantine and statistics streamed to the run branch in the layout `dedupe` writes. Ray runs on
+    this machine's cores unless `address` names a cluster."""
+    from tasks.curation import ray_executor
+    from tasks.curation.streams import LakeFSStore
+
+    all_shards = list_shards(endpoint, repo, input_commit, source_prefix)
+    store = LakeFSStore(endpoint, repo, input_commit, branch)
+    outputs = ray_executor.Outputs(CURATED, QUARANTINE, STATS)
+    log(f"curate on Ray ({address or 'local'}): {len(all_shards)} shard(s) of lakefs://{repo}/{input_commit}/{source_prefix}")
+    with ray_executor.ray_session(address, num_cpus):
+        stats = ray_executor.curate(store, all_shards, configured(overrides), outputs, num_cpus=num_cpus)
+    log(f"curate on Ray: kept {stats['curated']}, quarantined {stats['quarantined']}; " + _counts_line(stats["stages"]))
     return stats
 
 
@@ -251,6 +273,18 @@ def configured(overrides: Mapping[str, Mapping[str, Any]]) -> dict[str, dict[str
     return config
 
 
+def param_overrides(args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """The curation.yaml sections a run's Params override (the flags a sub-command has and was given)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    if getattr(args, "languages", None):
+        overrides["language"] = {"keep": args.languages.split(",")}
+    if getattr(args, "min_words", None) is not None:
+        overrides["quality"] = {"min_words": args.min_words}
+    if getattr(args, "fuzzy_threshold", None):
+        overrides["fuzzy_dedupe"] = {"threshold": args.fuzzy_threshold}
+    return overrides
+
+
 def read_rows(data: bytes) -> list[dict[str, Any]]:
     """Rows this pipeline wrote itself (curated records, quarantine entries): JSONL, one object per line."""
     return [json.loads(line) for line in data.splitlines() if line.strip()]
@@ -262,16 +296,6 @@ def flat_counts(stats: Mapping[str, Any]) -> dict[str, int]:
     for stage, counters in stats.get("stages", {}).items():
         counts.update({f"{stage}.{name}": int(value) for name, value in counters.items()})
     return counts
-
-
-def _merge_counters(parts: list[Mapping[str, Mapping[str, int]]]) -> dict[str, dict[str, int]]:
-    merged: dict[str, dict[str, int]] = {}
-    for part in parts:
-        for stage, counters in part.items():
-            target = merged.setdefault(stage, {})
-            for name, value in counters.items():
-                target[name] = target.get(name, 0) + int(value)
-    return merged
 
 
 def _counts_line(counters_by_stage: Mapping[str, Mapping[str, int]]) -> str:
@@ -304,6 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     shard.add_argument("--min-words", type=int, help="override the quality filter's minimum word count")
     dedupe_cmd = on_branch("dedupe", "exact and fuzzy dedupe across all shards; writes curated/")
     dedupe_cmd.add_argument("--fuzzy-threshold", type=float, help="MinHash Jaccard threshold")
+    ray_cmd = on_branch("curate-ray", "every stage and dedupe as one Ray Data pipeline; writes curated/")
+    ray_cmd.add_argument("--input-commit", required=True, help="commit to read raw files from")
+    ray_cmd.add_argument("--source-prefix", required=True, help="prefix of the raw files, e.g. raw/")
+    ray_cmd.add_argument("--languages", default="en", help="comma-separated ISO 639-1 codes to keep")
+    ray_cmd.add_argument("--min-words", type=int, help="override the quality filter's minimum word count")
+    ray_cmd.add_argument("--fuzzy-threshold", type=float, help="MinHash Jaccard threshold")
+    ray_cmd.add_argument("--num-cpus", type=int, help="cores for local Ray (default: all this process may use)")
     gate_cmd = on_branch("gate", "commit the curated corpus and run the Great Expectations gate (exit 1 on failure)")
     gate_cmd.add_argument("--input-commit", required=True)
     gate_cmd.add_argument("--run-id", required=True)
@@ -322,14 +353,13 @@ def main(argv: list[str] | None = None) -> int:
 
     endpoint = LakeFSEndpoint.from_env()
     if args.step == "shard":
-        overrides = {"language": {"keep": args.languages.split(",")}}
-        if args.min_words is not None:
-            overrides["quality"] = {"min_words": args.min_words}
         curate_shard(endpoint, args.repo, args.branch, args.input_commit, args.source_prefix, args.shard, args.of,
-                     overrides)
+                     param_overrides(args))
     elif args.step == "dedupe":
-        overrides = {"fuzzy_dedupe": {"threshold": args.fuzzy_threshold}} if args.fuzzy_threshold else {}
-        dedupe(endpoint, args.repo, args.branch, overrides)
+        dedupe(endpoint, args.repo, args.branch, param_overrides(args))
+    elif args.step == "curate-ray":
+        curate_on_ray(endpoint, args.repo, args.branch, args.input_commit, args.source_prefix, param_overrides(args),
+                      os.environ.get(ENV_RAY_ADDRESS) or None, args.num_cpus)
     elif args.step == "gate":
         passed = gate(endpoint, args.repo, args.branch, args.input_commit, args.dag_id, args.run_id,
                       args.languages.split(","))
