@@ -29,8 +29,9 @@ def healthy(url: str) -> bool:
 
 def emulator_argv(data_dir: Path, port: int, access_key_id: str, secret_access_key: str,
                   host: str = "127.0.0.1") -> list[str]:
+    # key=value: a generated secret may start with "-", which argparse would take for an option
     return [sys.executable, "-m", "stack.lakefs_emulator", "--host", host, "--port", str(port),
-            "--data-dir", str(data_dir), "--access-key-id", access_key_id, "--secret-access-key", secret_access_key]
+            "--data-dir", str(data_dir), f"--access-key-id={access_key_id}", f"--secret-access-key={secret_access_key}"]
 
 
 def start_emulator(
