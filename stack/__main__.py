@@ -14,19 +14,29 @@ from stack.process import PortTakenError
 
 
 def up(cfg: StackConfig) -> None:
-    """Start each component in order; one already healthy is left as it is (idempotent)."""
+    """Start each component in order; one already healthy is left as it is (idempotent). If one fails to start (or
+    the command is interrupted), what this call started is stopped again, so a failed `up` leaves no process."""
     cfg.save()
     began = time.monotonic()
-    for component in COMPONENTS:
-        if component.pid(cfg) is not None and _healthy(component, cfg):
-            print(f"  {component.name:<22} already up  {component.url(cfg)}", flush=True)
-            continue
-        if component.pid(cfg) is not None:
-            component.stop(cfg)  # running but not answering: restart it cleanly
-        t0 = time.monotonic()
-        print(f"  {component.name:<22} starting ...", end="", flush=True)
-        component.start(cfg)
-        print(f" up in {time.monotonic() - t0:4.1f}s  {component.url(cfg)}", flush=True)
+    started = []
+    try:
+        for component in COMPONENTS:
+            if component.pid(cfg) is not None and _healthy(component, cfg):
+                print(f"  {component.name:<22} already up  {component.url(cfg)}", flush=True)
+                continue
+            if component.pid(cfg) is not None:
+                component.stop(cfg)  # running but not answering: restart it cleanly
+            t0 = time.monotonic()
+            print(f"  {component.name:<22} starting ...", end="", flush=True)
+            started.append(component)
+            component.start(cfg)
+            print(f" up in {time.monotonic() - t0:4.1f}s  {component.url(cfg)}", flush=True)
+    except BaseException:
+        print(f"\nstack up failed; stopping what it started: {', '.join(c.name for c in started) or 'nothing'}",
+              file=sys.stderr, flush=True)
+        for component in reversed(started):
+            component.stop(cfg)
+        raise
     print(f"stack up in {time.monotonic() - began:.1f}s (state under {cfg.home})")
 
 

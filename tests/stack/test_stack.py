@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import socket
 import subprocess
@@ -91,3 +92,26 @@ def test_taken_port_is_refused_with_the_setting_to_change(tmp_path):
     assert result.returncode == 2
     assert f"postgres: port {port} on 127.0.0.1 is already in use" in result.stderr
     assert "LLMOPS_POSTGRES_PORT" in result.stderr
+
+
+def test_a_failed_up_stops_what_it_started(tmp_path):
+    """postgres comes up first; lakeFS's port is taken, so `up` fails there and must stop postgres again."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        env = {**stack_env(tmp_path), "LLMOPS_LAKEFS_PORT": str(holder.getsockname()[1])}
+        result = subprocess.run(
+            [sys.executable, "-W", "ignore", "-m", "stack", "up"], env=env, capture_output=True, text=True, timeout=300,
+        )
+    assert result.returncode == 2, result.stderr
+    assert "stopping what it started: postgres, lakefs" in result.stderr
+    left = [pid for pid in os.listdir("/proc") if pid.isdigit() and str(tmp_path).encode() in _cmdline(int(pid))]
+    assert left == [], f"processes of the failed stack still running: {left}"
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+            return cmdline.read()
+    except OSError:
+        return b""
