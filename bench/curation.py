@@ -3,6 +3,8 @@ of planted near-duplicates. Prints markdown tables (issue 4).
 
     .venv/bin/python bench/curation.py            # >= 100 MB corpus (--mb 100)
     .venv/bin/python bench/curation.py --quick    # 5 MB, a fast check
+    .venv/bin/python bench/curation.py --executor local,ray              # the two executors beside datatrove
+    .venv/bin/python bench/curation.py --executor local,ray --sizes 25,100,400 --skip-datatrove   # scaling
 
 The corpus is built here from the sample corpus' stdlib docstrings (`tasks.curation.sample_corpus`):
 background documents are mixes of docstring paragraphs in which no two documents share two paragraphs, so
@@ -14,6 +16,12 @@ Ours runs in this process (main venv): Quality then FuzzyDedupe, the two stages 
 GopherRepetitionFilter + GopherQualityFilter + MinHash stages 1-4, which run as a subprocess with
 `.venv-bench/bin/python bench/datatrove_pipeline.py` (see bench/README.md). Both are timed end to end, wall
 clock, reading the shards and writing the survivors as JSONL, one worker process each.
+
+`--executor local,ray` adds a row per curation executor (issue 16): Quality, then exact and fuzzy dedupe, each in
+a child process: `local` filters shard by shard and dedupes in one process (the steps' shape), `ray` is
+`tasks.curation.ray_executor` on local Ray with every core; both read the shards and write the curated corpus and
+quarantine, which must be byte-identical. Peak RSS of the driver and of each Ray process is sampled every 0.2 s.
+`--sizes` repeats that at several corpus sizes for the scaling table (wall time, cost per GB, peak memory).
 """
 
 from __future__ import annotations
@@ -41,12 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from datasketch import MinHashLSH  # noqa: E402
 
+from tasks.curation import ray_executor  # noqa: E402
 from tasks.curation.pipeline import global_stages, load_config, run_stages, shard_stages  # noqa: E402
 from tasks.curation.records import make_record, read_jsonl, to_jsonl  # noqa: E402
 from tasks.curation.sample_corpus import stdlib_docs  # noqa: E402
 from tasks.curation.stage import Stage  # noqa: E402
 from tasks.curation.stages.fuzzy_dedupe import FuzzyDedupe, shingles  # noqa: E402
 from tasks.curation.stages.quality import Quality  # noqa: E402
+from tasks.curation.streams import FolderStore  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 BENCH_PYTHON = REPO / ".venv-bench" / "bin" / "python"
@@ -294,6 +304,130 @@ def run_datatrove(corpus: Corpus, work: Path, settings: dict[str, Any], workers:
                    load, drops)
 
 
+# --- the executors (issue 16) ------------------------------------------------------------------------
+
+EXECUTOR_FILTERS = ("quality",)  # the filter datatrove has too; then exact and fuzzy dedupe
+OUTPUTS = ray_executor.Outputs("curated/corpus.jsonl", "curated/quarantine/", "curated/stats.json")
+SAMPLE_SECONDS = 0.2
+
+
+@dataclass
+class Memory:
+    """Peak RSS in bytes: the executor's own process (the Ray driver), each Ray worker, Ray's own services."""
+
+    driver: int = 0
+    workers: dict[int, int] = field(default_factory=dict)
+    services: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+
+
+def curate_in_child(executor: str, shard_dir: Path, out: Path) -> dict[str, float]:
+    """The child's side: one executor over the shards, outputs under `out`; returns seconds (startup, pipeline)."""
+    config = load_config()
+    shards = [[path.name] for path in sorted(shard_dir.glob("*.jsonl"))]
+    store = FolderStore(shard_dir, out)
+    started = time.perf_counter()
+    if executor == "ray":
+        with ray_executor.ray_session():
+            ready = time.perf_counter()
+            ray_executor.curate(store, shards, config, OUTPUTS, shard_stage_names=EXECUTOR_FILTERS)
+        return {"startup": ready - started, "pipeline": time.perf_counter() - ready}
+    filters = [stage for stage in shard_stages(config) if stage.name in EXECUTOR_FILTERS]
+    survivors, quarantined = [], []
+    for [name] in shards:
+        records, rejected = read_jsonl(name, (shard_dir / name).read_bytes())
+        filtered = run_stages(filters, records)
+        survivors += filtered.kept
+        quarantined += [*rejected, *filtered.quarantined]
+    deduped = run_stages(global_stages(config), survivors)
+    with store.open_writer(OUTPUTS.corpus) as corpus:
+        corpus.write(to_jsonl(deduped.kept))
+    by_stage: dict[str, list[dict[str, str]]] = {}
+    for entry in [*quarantined, *deduped.quarantined]:
+        by_stage.setdefault(entry.stage, []).append(entry.to_dict())
+    for stage, entries in by_stage.items():
+        with store.open_writer(f"{OUTPUTS.quarantine_prefix}{stage}.jsonl") as part:
+            part.write(to_jsonl(entries))
+    return {"startup": 0.0, "pipeline": time.perf_counter() - started}
+
+
+def run_executor(corpus: Corpus, executor: str, out: Path) -> tuple[ToolRun, Memory]:
+    """Run one executor in a child process, sampling the RSS of it and of every process it starts."""
+    import psutil
+
+    command = [sys.executable, __file__, "--child", executor, "--child-corpus", str(corpus.shard_dir),
+               "--child-out", str(out)]
+    load = os.getloadavg()[0]
+    memory = Memory()
+    started = time.perf_counter()
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    driver = psutil.Process(child.pid)
+    while child.poll() is None:
+        sample = 0
+        for process in [driver, *_descendants(driver)]:
+            try:
+                rss, line = process.memory_info().rss, " ".join(process.cmdline())
+            except psutil.Error:
+                continue
+            sample += rss
+            if process.pid == driver.pid:
+                memory.driver = max(memory.driver, rss)
+            elif line.startswith("ray::"):
+                memory.workers[process.pid] = max(memory.workers.get(process.pid, 0), rss)
+            else:
+                name = process.name()
+                memory.services[name] = max(memory.services.get(name, 0), rss)
+        memory.total = max(memory.total, sample)
+        time.sleep(SAMPLE_SECONDS)
+    seconds = time.perf_counter() - started
+    stdout, stderr = child.communicate()
+    if child.returncode != 0:
+        raise SystemExit(f"{executor} executor failed (exit {child.returncode}):\n{stderr[-4000:]}")
+    breakdown = json.loads(stdout.strip().splitlines()[-1])
+    dropped = [json.loads(line) for path in (out / OUTPUTS.quarantine_prefix).glob("*.jsonl")
+               for line in path.read_bytes().splitlines() if line.strip()]
+    filtered_out = {entry["id"] for entry in dropped if entry["stage"] in EXECUTOR_FILTERS}
+    drops = Counter(entry["reason"] for entry in dropped if entry["stage"] in EXECUTOR_FILTERS)
+    output = {json.loads(line)["id"] for line in (out / OUTPUTS.corpus).read_bytes().splitlines() if line.strip()}
+    return ToolRun(f"ours, {executor} executor: quality + dedupe", seconds, set(corpus.texts) - filtered_out, output,
+                   breakdown, load, drops), memory
+
+
+def _descendants(process: Any) -> list[Any]:
+    try:
+        return process.children(recursive=True)
+    except Exception:  # noqa: BLE001 - the child may be exiting between two samples
+        return []
+
+
+def same_outputs(first: Path, second: Path) -> bool:
+    files = sorted(path.relative_to(first) for path in first.rglob("*.jsonl"))
+    return files == sorted(path.relative_to(second) for path in second.rglob("*.jsonl")) and all(
+        (first / path).read_bytes() == (second / path).read_bytes() for path in files)
+
+
+def scaling_rows(size_mb: float, corpus: Corpus, runs: dict[str, tuple[ToolRun, Memory]], identical: str) -> list[str]:
+    mib = 1024 * 1024
+    rows = []
+    for executor, (run, memory) in runs.items():
+        workers = sorted(memory.workers.values())
+        worker_cell = (f"{len(workers)}: {workers[0] / mib:,.0f}-{workers[-1] / mib:,.0f}" if workers else "none")
+        services = sum(memory.services.values())
+        rows.append(f"| {size_mb:g} ({corpus.bytes / 1e6:.1f} MB, {corpus.docs:,} docs) | {executor} | {run.seconds:.1f} "
+                    f"| {run.breakdown.get('startup', 0.0):.1f} | {corpus.bytes / 1e6 / run.seconds:.2f} "
+                    f"| {run.seconds / (corpus.bytes / 1e9):,.0f} | {memory.driver / mib:,.0f} | {worker_cell} "
+                    f"| {services / mib:,.0f} | {memory.total / mib:,.0f} | {identical} | {run.load_before:.1f} |")
+    return rows
+
+
+SCALING_HEADER = [
+    "| corpus | executor | wall s | of which Ray start s | MB/s | s per GB | driver peak RSS MiB "
+    "| Ray workers: count, peak RSS MiB each (min-max) | Ray services (raylet, GCS, ...) peak RSS MiB "
+    "| all processes, peak RSS MiB | output identical to the other executor | load avg before |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+]
+
+
 # --- scoring ------------------------------------------------------------------------------------
 
 
@@ -385,8 +519,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full-pipeline", action="store_true",
                         help="also run all seven of our stages (no datatrove counterpart), as an extra row")
     parser.add_argument("--keep", type=Path, help="keep the corpus and outputs under this folder")
+    parser.add_argument("--executor", help="comma-separated curation executors to add as rows: local, ray")
+    parser.add_argument("--sizes", help="comma-separated corpus sizes in MB: the executors' scaling table instead")
+    parser.add_argument("--child", choices=["local", "ray"], help=argparse.SUPPRESS)
+    parser.add_argument("--child-corpus", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child:
+        print(json.dumps(curate_in_child(args.child, args.child_corpus, args.child_out)))
+        return 0
     target_mb = 5.0 if args.quick else args.mb
+    executors = [name for name in (args.executor or "").split(",") if name]
+    if args.sizes:
+        return scaling(args, [float(size) for size in args.sizes.split(",")], executors or ["local", "ray"])
 
     config = load_config()
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-curation-"))
@@ -394,11 +539,18 @@ def main(argv: list[str] | None = None) -> int:
         started = time.perf_counter()
         corpus = build_corpus(root / "corpus", target_mb, args.seed, config)
         print(f"built {corpus.bytes / 1e6:.1f} MB corpus in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        quality = Quality.from_settings(config.get("quality"))
-        fuzzy = FuzzyDedupe.from_settings(config.get("fuzzy_dedupe"))
-        runs = [run_ours(corpus, root / "ours", [quality], [fuzzy], "ours: quality + fuzzy_dedupe")]
-        workers = {runs[0].name: 1}
-        print(f"ours: {runs[0].seconds:.1f} s", file=sys.stderr)
+        runs, workers, memories = [], {}, {}
+        for executor in executors:
+            run, memories[executor] = run_executor(corpus, executor, root / f"ours-{executor}")
+            runs.append(run)
+            workers[run.name] = os.cpu_count() if executor == "ray" else 1
+            print(f"{executor} executor: {run.seconds:.1f} s", file=sys.stderr)
+        if not executors:
+            quality = Quality.from_settings(config.get("quality"))
+            fuzzy = FuzzyDedupe.from_settings(config.get("fuzzy_dedupe"))
+            runs = [run_ours(corpus, root / "ours", [quality], [fuzzy], "ours: quality + fuzzy_dedupe")]
+            workers = {runs[0].name: 1}
+            print(f"ours: {runs[0].seconds:.1f} s", file=sys.stderr)
         if not args.skip_datatrove:
             runs.append(run_datatrove(corpus, root / "datatrove", datatrove_settings(config), args.datatrove_workers))
             workers[runs[-1].name] = args.datatrove_workers
@@ -409,9 +561,38 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(full)
             workers[full.name] = 1
         print(report(corpus, runs, workers))
+        if len(executors) == 2:
+            identical = same_outputs(root / f"ours-{executors[0]}", root / f"ours-{executors[1]}")
+            print("\nCurated corpus and quarantine byte-identical across executors: "
+                  f"**{'yes' if identical else 'NO'}**\n")
+            print("\n".join([*SCALING_HEADER, *scaling_rows(
+                target_mb, corpus, {e: (r, memories[e]) for e, r in zip(executors, runs, strict=False)},
+                "yes" if identical else "NO")]))
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+def scaling(args: argparse.Namespace, sizes: list[float], executors: list[str]) -> int:
+    """The executors at several corpus sizes: one table row per size and executor."""
+    config = load_config()
+    lines = list(SCALING_HEADER)
+    for size in sizes:
+        root = Path(tempfile.mkdtemp(prefix=f"bench-curation-{size:g}mb-"))
+        try:
+            corpus = build_corpus(root / "corpus", size, args.seed, config)
+            runs = {}
+            for executor in executors:
+                runs[executor] = run_executor(corpus, executor, root / f"ours-{executor}")
+                print(f"{size:g} MB, {executor}: {runs[executor][0].seconds:.1f} s", file=sys.stderr)
+            identical = ("yes" if same_outputs(*(root / f"ours-{e}" for e in executors)) else "NO") \
+                if len(executors) == 2 else "n/a"
+            lines += scaling_rows(size, corpus, runs, identical)
+            print(lines[-1], file=sys.stderr)
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    print("\n".join(lines))
     return 0
 
 

@@ -94,6 +94,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         context.execution_options.preserve_order = True  # the output is written in input order
         context.enable_progress_bars = False
         context.print_on_execution_start = False
+        # shuffles as tasks on the cores given: hash shuffles start a pool of aggregator actors (processes) each
+        context.shuffle_strategy = ray.data.context.ShuffleStrategy.SORT_SHUFFLE_PULL_BASED
         yield temp_dir
     finally:
         ray.shutdown()

@@ -92,3 +92,19 @@ def test_publish_then_rerun_then_failed_gate(running_stack: RunningStack, landed
     assert repo.branch_exists(branch)
     report = json.loads(repo.get_object(branch, "curated/gate.json"))
     assert report["success"] is False and "expect_table_row_count_to_be_between" in report["summary"]
+
+
+def test_the_ray_executor_publishes_what_the_local_one_does(running_stack: RunningStack, landed: dict):
+    """executor=ray on the stack (local Ray inside the step): every stage as one Ray Data pipeline, the same
+    published corpus, quarantine and statistics as the local executor's run on the same input."""
+    repo = VersionedRepo(lakefs.endpoint(running_stack.cfg), CORPUS)
+    if not repo.list_objects("main", "curated/corpus.jsonl"):  # this test alone: publish a local run first
+        _, state, tasks = run_curation(running_stack, {"executor": "local"})
+        assert state == "success", tasks
+    local_head = repo.head("main")
+
+    run_id, state, tasks = run_curation(running_stack, {"executor": "ray"})
+    assert state == "success", tasks
+    assert tasks["curate_on_ray"] == "success" and tasks["dedupe"] == "skipped", tasks
+    # corpus, quarantine, stats.json and the tokenised datasets: not one byte differs
+    assert repo.diff(local_head, repo.head("main"), three_dot=False) == [], "ray published other data than local"
