@@ -193,67 +193,56 @@ def _curate(
     records = plan.map_batches(
         ShardCurator, fn_constructor_args=(store, config, names), batch_size=1, compute=pool, batch_format="numpy"
     ).materialize()
-    kept = records.filter(expr=f"kind == '{KEEP}'")
-
-    exact_config = ExactDedupe.from_settings(config.get(ExactDedupe.name)).config
-    exact_drops = _exact_duplicates(kept, exact_config.case_sensitive)
+    exact = ExactDedupe.from_settings(config.get(ExactDedupe.name)).config
     fuzzy = FuzzyDedupe.from_settings(config.get(FuzzyDedupe.name)).config
-    fuzzy_drops = _near_duplicates(kept, set(exact_drops), fuzzy.hasher(), fuzzy.threshold)
+    signed = records.map_batches(
+        _signatures, fn_args=(exact.case_sensitive, fuzzy.hasher()), batch_format="numpy"
+    ).materialize()
+    exact_drops = _exact_duplicates(signed)
+    fuzzy_drops = _near_duplicates(signed, exact_drops, fuzzy.threshold)
     verdicts = {order: (ExactDedupe.name, "exact_duplicate", detail) for order, detail in exact_drops.items()}
     verdicts |= {order: (FuzzyDedupe.name, reason, detail) for order, (reason, detail) in fuzzy_drops.items()}
     return _write(store, records.map_batches(_mark, fn_args=(verdicts,), batch_format="numpy"), outputs, verdicts)
 
 
-def _exact_duplicates(kept, case_sensitive: bool) -> dict[int, str]:
+def _signatures(batch: dict[str, np.ndarray], case_sensitive: bool, hasher: dedupe.MinHasher) -> dict[str, np.ndarray]:
+    """Per record the per-record stages kept: its order, id, content key, MinHash signature and LSH band keys."""
+    kept = batch["kind"] == KEEP
+    texts, lines = batch["text"][kept], batch["line"][kept]
+    signatures = [hasher.signature(text) for text in texts]
+    return {
+        "order": batch["order"][kept].astype(np.int64),
+        "id": np.array([json.loads(line)["id"] for line in lines], dtype=object),
+        "key": np.array([dedupe.content_key(text, case_sensitive) for text in texts], dtype=object),
+        "signature": np.array(signatures, dtype=np.uint32).reshape(len(texts), hasher.num_perm),
+        "bands": np.array([hasher.band_keys(s) for s in signatures], dtype=np.int64).reshape(len(texts), hasher.bands),
+    }
+
+
+def _exact_duplicates(signed) -> dict[int, str]:
     """{order: id of the record it duplicates}: content keys shuffled by key; only shared keys come back."""
-
-    def keys(batch: dict[str, np.ndarray]) -> dict[str, list]:
-        return {
-            "order": list(batch["order"]),
-            "key": [dedupe.content_key(text, case_sensitive) for text in batch["text"]],
-            "id": [json.loads(line)["id"] for line in batch["line"]],
-        }
-
-    keyed = kept.map_batches(keys, batch_format="numpy").materialize()
-    members = _members_of_shared(keyed, "key", ["key", "order", "id"])
     first_id_by_key: dict[str, str] = {}
     drops = {}
-    for row in sorted(members, key=lambda row: row["order"]):
+    for row in sorted(_members_of_shared(signed, "key", ["key", "order", "id"]), key=lambda row: row["order"]):
         kept_id = dedupe.exact_duplicate_of(first_id_by_key, row["key"], row["id"])
         if kept_id is not None:
             drops[int(row["order"])] = kept_id
     return drops
 
 
-def _near_duplicates(
-    kept, exact_dropped: set[int], hasher: dedupe.MinHasher, threshold: float
-) -> dict[int, tuple[str, str]]:
-    """{order: (reason, detail)}: signatures and band keys per block; band keys shuffled; the shared buckets'
-    candidate pairs confirmed and resolved into clusters; then the duplicate-id rule over the survivors."""
-
-    def signatures(batch: dict[str, np.ndarray]) -> dict[str, list]:
-        out: dict[str, list] = {"order": [], "id": [], "signature": [], "bands": []}
-        for order, text, line in zip(batch["order"], batch["text"], batch["line"], strict=True):
-            if int(order) in exact_dropped:
-                continue
-            signature = hasher.signature(text)
-            out["order"].append(int(order))
-            out["id"].append(json.loads(line)["id"])
-            out["signature"].append(signature.tobytes())
-            out["bands"].append(hasher.band_keys(signature))
-        return out
-
-    signed = kept.map_batches(signatures, batch_format="numpy").materialize()
-    bands = signed.flat_map(lambda row: [{"band": int(key), "order": row["order"]} for key in row["bands"]])
+def _near_duplicates(signed, exact_drops: Mapping[int, str], threshold: float) -> dict[int, tuple[str, str]]:
+    """{order: (reason, detail)}: band keys shuffled; the shared buckets' candidate pairs confirmed and resolved
+    into clusters; then the duplicate-id rule over the survivors."""
+    bands = signed.map_batches(_band_rows, fn_args=(_orders(exact_drops),), batch_format="numpy")
     buckets: dict[int, list[int]] = defaultdict(list)
     for row in _members_of_shared(bands, "band", ["band", "order"]):
         buckets[int(row["band"])].append(int(row["order"]))
     pairs = [pair for members in buckets.values() for pair in dedupe.bucket_pairs(members)]
-    involved = {order for pair in pairs for order in pair}
-    found = signed.filter(lambda row: int(row["order"]) in involved).select_columns(["order", "id", "signature"])
-    known = {
-        int(row["order"]): (row["id"], np.frombuffer(row["signature"], dtype=np.uint32)) for row in found.take_all()
-    }
+    involved = _orders({order for pair in pairs for order in pair})
+    found = signed.map_batches(
+        _rows_with, fn_args=("order", involved, ["order", "id", "signature"]), batch_format="numpy"
+    ).take_all()
+    known = {int(row["order"]): (row["id"], row["signature"]) for row in found}
     survivor_of = dedupe.survivors(dedupe.confirmed(pairs, {o: sig for o, (_, sig) in known.items()}, threshold))
     drops = {
         member: (
@@ -262,23 +251,48 @@ def _near_duplicates(
         )
         for member, survivor in survivor_of.items()
     }
-    # the duplicate-id rule: among the cluster survivors, the first record with an id keeps it
-    ids = signed.select_columns(["order", "id"]).filter(lambda row: int(row["order"]) not in drops)
+    # the duplicate-id rule: among the records both dedupes kept, the first with an id keeps it
+    survivors = signed.map_batches(
+        _rows_with, fn_args=("order", _orders([*exact_drops, *drops]), ["order", "id"], True), batch_format="numpy"
+    )
     seen_ids: set[str] = set()
-    for row in sorted(_members_of_shared(ids, "id", ["id", "order"]), key=lambda row: row["order"]):
+    for row in sorted(_members_of_shared(survivors, "id", ["id", "order"]), key=lambda row: row["order"]):
         if row["id"] in seen_ids:
             drops[int(row["order"])] = ("duplicate_id", dedupe.duplicate_id_detail(row["id"]))
         seen_ids.add(row["id"])
     return drops
 
 
+def _orders(orders) -> np.ndarray:
+    return np.fromiter(orders, dtype=np.int64)
+
+
+def _band_rows(batch: dict[str, np.ndarray], excluded: np.ndarray) -> dict[str, np.ndarray]:
+    """(band key, order) for every band of every record not in `excluded`."""
+    keep = ~np.isin(batch["order"], excluded)
+    bands, orders = batch["bands"][keep], batch["order"][keep]
+    return {"band": bands.reshape(-1), "order": np.repeat(orders, bands.shape[1] if bands.ndim == 2 else 0)}
+
+
+def _rows_with(
+    batch: dict[str, np.ndarray], column: str, values: np.ndarray, columns: list[str], without: bool = False
+) -> dict[str, np.ndarray]:
+    """`columns` of the rows whose `column` value is among `values` (or, `without`, is not)."""
+    mask = np.isin(batch[column], values) != without
+    return {name: batch[name][mask] for name in columns}
+
+
 def _members_of_shared(dataset, column: str, columns: list[str]) -> list[dict[str, Any]]:
     """Rows whose `column` value occurs more than once: a shuffle by that column counts each value, and only
     the shared values' rows come back to the driver."""
-    shared = {row[column] for row in dataset.groupby(column).count().filter(lambda row: row["count()"] > 1).take_all()}
+    from ray.data.aggregate import Count
+
+    counts = dataset.select_columns([column]).groupby(column).aggregate(Count(alias_name="members"))
+    shared = [row[column] for row in counts.filter(expr="members > 1").take_all()]
     if not shared:
         return []
-    return dataset.filter(lambda row: row[column] in shared).select_columns(columns).take_all()
+    values = np.array(shared, dtype=object if isinstance(shared[0], str) else np.int64)
+    return dataset.map_batches(_rows_with, fn_args=(column, values, columns), batch_format="numpy").take_all()
 
 
 def _mark(batch: dict[str, np.ndarray], verdicts: Mapping[int, tuple[str, str, str]]) -> dict[str, list]:
