@@ -321,9 +321,16 @@ class Memory:
     total: int = 0
 
 
-def curate_in_child(executor: str, shard_dir: Path, out: Path) -> dict[str, float]:
-    """The child's side: one executor over the shards, outputs under `out`; returns seconds (startup, pipeline)."""
+def bench_config(minhash: str) -> dict[str, dict[str, Any]]:
+    """curation.yaml, with the MinHash implementation the run asked for."""
     config = load_config()
+    config.setdefault("fuzzy_dedupe", {})["minhash"] = minhash
+    return config
+
+
+def curate_in_child(executor: str, shard_dir: Path, out: Path, minhash: str) -> dict[str, float]:
+    """The child's side: one executor over the shards, outputs under `out`; returns seconds (startup, pipeline)."""
+    config = bench_config(minhash)
     shards = [[path.name] for path in sorted(shard_dir.glob("*.jsonl"))]
     store = FolderStore(shard_dir, out)
     started = time.perf_counter()
@@ -351,12 +358,12 @@ def curate_in_child(executor: str, shard_dir: Path, out: Path) -> dict[str, floa
     return {"startup": 0.0, "pipeline": time.perf_counter() - started}
 
 
-def run_executor(corpus: Corpus, executor: str, out: Path) -> tuple[ToolRun, Memory]:
+def run_executor(corpus: Corpus, executor: str, out: Path, minhash: str) -> tuple[ToolRun, Memory]:
     """Run one executor in a child process, sampling the RSS of it and of every process it starts."""
     import psutil
 
     command = [sys.executable, __file__, "--child", executor, "--child-corpus", str(corpus.shard_dir),
-               "--child-out", str(out)]
+               "--child-out", str(out), "--minhash", minhash]
     load = os.getloadavg()[0]
     memory = Memory()
     started = time.perf_counter()
@@ -521,19 +528,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", type=Path, help="keep the corpus and outputs under this folder")
     parser.add_argument("--executor", help="comma-separated curation executors to add as rows: local, ray")
     parser.add_argument("--sizes", help="comma-separated corpus sizes in MB: the executors' scaling table instead")
+    parser.add_argument("--minhash", choices=["datasketch", "rensa"], default="datasketch",
+                        help="fuzzy dedupe's MinHash implementation (curation.yaml fuzzy_dedupe.minhash)")
     parser.add_argument("--child", choices=["local", "ray"], help=argparse.SUPPRESS)
     parser.add_argument("--child-corpus", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(curate_in_child(args.child, args.child_corpus, args.child_out)))
+        print(json.dumps(curate_in_child(args.child, args.child_corpus, args.child_out, args.minhash)))
         return 0
     target_mb = 5.0 if args.quick else args.mb
     executors = [name for name in (args.executor or "").split(",") if name]
     if args.sizes:
         return scaling(args, [float(size) for size in args.sizes.split(",")], executors or ["local", "ray"])
 
-    config = load_config()
+    config = bench_config(args.minhash)
     root = args.keep or Path(tempfile.mkdtemp(prefix="bench-curation-"))
     try:
         started = time.perf_counter()
@@ -541,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"built {corpus.bytes / 1e6:.1f} MB corpus in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         runs, workers, memories = [], {}, {}
         for executor in executors:
-            run, memories[executor] = run_executor(corpus, executor, root / f"ours-{executor}")
+            run, memories[executor] = run_executor(corpus, executor, root / f"ours-{executor}", args.minhash)
             runs.append(run)
             workers[run.name] = os.cpu_count() if executor == "ray" else 1
             print(f"{executor} executor: {run.seconds:.1f} s", file=sys.stderr)
@@ -576,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def scaling(args: argparse.Namespace, sizes: list[float], executors: list[str]) -> int:
     """The executors at several corpus sizes: one table row per size and executor."""
-    config = load_config()
+    config = bench_config(args.minhash)
     lines = list(SCALING_HEADER)
     for size in sizes:
         root = Path(tempfile.mkdtemp(prefix=f"bench-curation-{size:g}mb-"))
@@ -584,7 +593,7 @@ def scaling(args: argparse.Namespace, sizes: list[float], executors: list[str]) 
             corpus = build_corpus(root / "corpus", size, args.seed, config)
             runs = {}
             for executor in executors:
-                runs[executor] = run_executor(corpus, executor, root / f"ours-{executor}")
+                runs[executor] = run_executor(corpus, executor, root / f"ours-{executor}", args.minhash)
                 print(f"{size:g} MB, {executor}: {runs[executor][0].seconds:.1f} s", file=sys.stderr)
             identical = ("yes" if same_outputs(*(root / f"ours-{e}" for e in executors)) else "NO") \
                 if len(executors) == 2 else "n/a"

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import rensa
 from datasketch import MinHash, MinHashLSH
 
 _TOKEN = re.compile(r"\w+")
@@ -53,6 +54,7 @@ class MinHasher:
     threshold: float
     seed: int
     false_negative_weight: float
+    implementation: str = "datasketch"
 
     def __post_init__(self) -> None:
         template = MinHash(num_perm=self.num_perm, seed=self.seed)
@@ -64,6 +66,10 @@ class MinHasher:
         object.__setattr__(self, "rows", lsh.r)
 
     def signature(self, text: str) -> np.ndarray:
+        if self.implementation == "rensa":
+            minhash = rensa.RMinHash(num_perm=self.num_perm, seed=self.seed)
+            minhash.update(sorted(shingles(text, self.shingle_words)))
+            return np.array(minhash.digest(), dtype=np.uint32)
         minhash = MinHash(num_perm=self.num_perm, seed=self.seed, permutations=self._permutations, scheme=self._scheme)
         minhash.update_batch(sorted(shingles(text, self.shingle_words)))
         return minhash.hashvalues.astype(np.uint32)

@@ -20,6 +20,8 @@ from tasks.curation.dedupe import shingles  # noqa: F401 - the stage's tokenisat
 from tasks.curation.records import Record
 from tasks.curation.stage import ConfigError, Drop, Stage
 
+MINHASH_IMPLEMENTATIONS = ("datasketch", "rensa")
+
 
 @dataclass(frozen=True)
 class FuzzyDedupeConfig:
@@ -28,8 +30,11 @@ class FuzzyDedupeConfig:
     threshold: float = 0.8
     seed: int = 1
     false_negative_weight: float = 0.9
+    minhash: str = "datasketch"
 
     def __post_init__(self) -> None:
+        if self.minhash not in MINHASH_IMPLEMENTATIONS:
+            raise ConfigError(f"minhash must be one of {MINHASH_IMPLEMENTATIONS}, got {self.minhash!r}")
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"threshold must be in (0, 1], got {self.threshold}")
         if not 0 < self.false_negative_weight < 1:
@@ -39,7 +44,7 @@ class FuzzyDedupeConfig:
 
     def hasher(self) -> dedupe.MinHasher:
         return dedupe.MinHasher(self.num_perm, self.shingle_words, self.threshold, self.seed,
-                                self.false_negative_weight)
+                                self.false_negative_weight, self.minhash)
 
 
 class FuzzyDedupe(Stage[FuzzyDedupeConfig]):

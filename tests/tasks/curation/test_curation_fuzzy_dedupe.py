@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import pytest
 from curation_harness import run_stage
 
 from tasks.curation import dedupe
@@ -49,11 +50,12 @@ def test_unrelated_short_texts_survive_and_shingles_handle_short_input() -> None
     assert len(run_stage(FuzzyDedupe(FuzzyDedupeConfig()), ["a cat sat on the mat", "stock prices rose today"])) == 2
 
 
-def test_a_chain_keeps_only_its_first_member_even_where_the_ends_are_not_similar() -> None:
+@pytest.mark.parametrize("minhash", ["datasketch", "rensa"])
+def test_a_chain_keeps_only_its_first_member_even_where_the_ends_are_not_similar(minhash: str) -> None:
     """A~B and B~C but not A~C: connected components drop B and C, both naming A (the old sequential rule,
     "drop if similar to an earlier kept record", kept A and C)."""
     a, b, c = _with_changes(5), BASE, _with_changes(5, start=105)
-    config = FuzzyDedupeConfig(num_perm=256, threshold=0.8)
+    config = FuzzyDedupeConfig(num_perm=256, threshold=0.8, minhash=minhash)
     hasher = config.hasher()
     estimate = lambda x, y: dedupe.estimated_jaccard(hasher.signature(x), hasher.signature(y))  # noqa: E731
     assert estimate(a, b) >= 0.8 and estimate(b, c) >= 0.8 and estimate(a, c) < 0.8
