@@ -126,7 +126,7 @@ class ShardCurator:
                 for record in records:
                     verdict = self._run(record)
                     if isinstance(verdict, dict):
-                        _add(rows, base + position, KEEP, "", to_jsonl([verdict]), verdict["text"])
+                        _add(rows, base + position, KEEP, "", to_jsonl([verdict]))
                     else:
                         _add(rows, base + position, DROP, verdict.stage, to_jsonl([verdict.to_dict()]))
                     position += 1
@@ -146,11 +146,11 @@ class ShardCurator:
 
 
 def _rows() -> dict[str, list]:
-    return {"order": [], "kind": [], "stage": [], "line": [], "text": []}
+    return {"order": [], "kind": [], "stage": [], "line": []}
 
 
-def _add(rows: dict[str, list], order: int, kind: str, stage: str, line: bytes, text: str = "") -> None:
-    for column, value in zip(rows, (order, kind, stage, line, text), strict=True):
+def _add(rows: dict[str, list], order: int, kind: str, stage: str, line: bytes) -> None:
+    for column, value in zip(rows, (order, kind, stage, line), strict=True):
         rows[column].append(value)
 
 
@@ -208,11 +208,12 @@ def _curate(
 def _signatures(batch: dict[str, np.ndarray], case_sensitive: bool, hasher: dedupe.MinHasher) -> dict[str, np.ndarray]:
     """Per record the per-record stages kept: its order, id, content key, MinHash signature and LSH band keys."""
     kept = batch["kind"] == KEEP
-    texts, lines = batch["text"][kept], batch["line"][kept]
+    records = [json.loads(line) for line in batch["line"][kept]]
+    texts = [record["text"] for record in records]
     signatures = [hasher.signature(text) for text in texts]
     return {
         "order": batch["order"][kept].astype(np.int64),
-        "id": np.array([json.loads(line)["id"] for line in lines], dtype=object),
+        "id": np.array([record["id"] for record in records], dtype=object),
         "key": np.array([dedupe.content_key(text, case_sensitive) for text in texts], dtype=object),
         "signature": np.array(signatures, dtype=np.uint32).reshape(len(texts), hasher.num_perm),
         "bands": np.array([hasher.band_keys(s) for s in signatures], dtype=np.int64).reshape(len(texts), hasher.bands),
@@ -297,7 +298,7 @@ def _members_of_shared(dataset, column: str, columns: list[str]) -> list[dict[st
 
 def _mark(batch: dict[str, np.ndarray], verdicts: Mapping[int, tuple[str, str, str]]) -> dict[str, list]:
     """Turn the kept rows dedupe dropped into quarantine rows (same entry shape as `Stage.settle` writes)."""
-    out = {column: list(values) for column, values in batch.items() if column != "text"}
+    out = {column: list(values) for column, values in batch.items()}
     for index, order in enumerate(out["order"]):
         verdict = verdicts.get(int(order))
         if verdict is not None and out["kind"][index] == KEEP:
