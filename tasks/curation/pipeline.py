@@ -1,12 +1,10 @@
 """Compose the curation stages and run records through them.
 
 Two lists, because they scale differently: `shard_stages` look at one record at a time and can run on
-each shard in its own pod; `global_stages` (exact and fuzzy dedupe) must see every shard. Here their
-state lives in one process, so the shards are fed through one instance in a fixed order. Across pods,
-dedupe needs shared state: exact keys in a shared store (or a shuffle by hash prefix so each pod owns a
-key range), and MinHash signatures computed per shard in parallel, then LSH bands shuffled by band hash
-and candidate pairs resolved into "keep the first" with a connected-components pass (NeMo Curator's
-fuzzy-dedupe design), or datasketch's MinHashLSH on a Redis/Cassandra `storage_config`.
+each shard in its own pod; `global_stages` (exact and fuzzy dedupe) must see every shard. Here, the local
+executor, their state lives in one process and the shards are fed through one instance in a fixed order;
+`tasks.curation.ray_executor` runs the same stages on Ray with the dedupe state spread by shuffles, using the
+same functions (`tasks.curation.dedupe`), so both keep exactly the same records.
 """
 
 from __future__ import annotations
