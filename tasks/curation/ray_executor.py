@@ -19,8 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-import warnings
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -166,29 +165,12 @@ def curate(
     returns the statistics it also writes to `outputs.stats`."""
     import ray
 
-    with warnings.catch_warnings():
-        # filters on a set of keys need a Python function; Ray suggests expressions, which cannot hold one
-        warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'", category=UserWarning)
-        return _curate(
-            store, shards, config, outputs, shard_stage_names, num_cpus or int(ray.cluster_resources()["CPU"])
-        )
-
-
-def _curate(
-    store: Store,
-    shards: Sequence[Sequence[str]],
-    config: Mapping[str, Mapping[str, Any]],
-    outputs: Outputs,
-    shard_stage_names: Sequence[str] | None,
-    actors: int,
-) -> dict[str, Any]:
-    import ray
-
     names = [stage.name for stage in pipeline.shard_stages(config)] if shard_stage_names is None else shard_stage_names
     plan = ray.data.from_items(
         [{"shard": index, "paths": list(paths)} for index, paths in enumerate(shards)],
         override_num_blocks=max(1, len(shards)),
     )
+    actors = num_cpus or int(ray.cluster_resources()["CPU"])
     pool = ray.data.ActorPoolStrategy(size=min(actors, max(1, len(shards))))
     records = plan.map_batches(
         ShardCurator, fn_constructor_args=(store, config, names), batch_size=1, compute=pool, batch_format="numpy"
@@ -222,12 +204,13 @@ def _signatures(batch: dict[str, np.ndarray], case_sensitive: bool, hasher: dedu
 
 def _exact_duplicates(signed) -> dict[int, str]:
     """{order: id of the record it duplicates}: content keys shuffled by key; only shared keys come back."""
+    members = _members_of_shared(signed, "key", ["key", "order", "id"])
     first_id_by_key: dict[str, str] = {}
     drops = {}
-    for row in sorted(_members_of_shared(signed, "key", ["key", "order", "id"]), key=lambda row: row["order"]):
-        kept_id = dedupe.exact_duplicate_of(first_id_by_key, row["key"], row["id"])
+    for index in np.argsort(members["order"], kind="stable"):
+        kept_id = dedupe.exact_duplicate_of(first_id_by_key, members["key"][index], members["id"][index])
         if kept_id is not None:
-            drops[int(row["order"])] = kept_id
+            drops[int(members["order"][index])] = kept_id
     return drops
 
 
@@ -235,20 +218,26 @@ def _near_duplicates(signed, exact_drops: Mapping[int, str], threshold: float) -
     """{order: (reason, detail)}: band keys shuffled; the shared buckets' candidate pairs confirmed and resolved
     into clusters; then the duplicate-id rule over the survivors."""
     bands = signed.map_batches(_band_rows, fn_args=(_orders(exact_drops),), batch_format="numpy")
-    buckets: dict[int, list[int]] = defaultdict(list)
-    for row in _members_of_shared(bands, "band", ["band", "order"]):
-        buckets[int(row["band"])].append(int(row["order"]))
-    pairs = [pair for members in buckets.values() for pair in dedupe.bucket_pairs(members)]
-    involved = _orders({order for pair in pairs for order in pair})
-    found = signed.map_batches(
-        _rows_with, fn_args=("order", involved, ["order", "id", "signature"]), batch_format="numpy"
-    ).take_all()
-    known = {int(row["order"]): (row["id"], row["signature"]) for row in found}
-    survivor_of = dedupe.survivors(dedupe.confirmed(pairs, {o: sig for o, (_, sig) in known.items()}, threshold))
+    members = _members_of_shared(bands, "band", ["band", "order"])
+    by_bucket = np.lexsort((members["order"], members["band"]))
+    band, order = members["band"][by_bucket], members["order"][by_bucket]
+    buckets = np.split(order, np.flatnonzero(np.diff(band)) + 1) if len(band) else []
+    pairs = {pair for bucket in buckets for pair in dedupe.bucket_pairs(bucket.tolist())}
+    found = _collect(
+        signed.map_batches(
+            _rows_with,
+            fn_args=("order", _orders({o for pair in pairs for o in pair}), ["order", "id", "signature"]),
+            batch_format="numpy",
+        ),
+        ["order", "id", "signature"],
+    )
+    signatures = dict(zip(found["order"].tolist(), found["signature"], strict=True))
+    ids = dict(zip(found["order"].tolist(), found["id"], strict=True))
+    survivor_of = dedupe.survivors(dedupe.confirmed(pairs, signatures, threshold))
     drops = {
         member: (
             "near_duplicate",
-            dedupe.near_duplicate_detail(known[survivor][0], known[member][1], known[survivor][1]),
+            dedupe.near_duplicate_detail(ids[survivor], signatures[member], signatures[survivor]),
         )
         for member, survivor in survivor_of.items()
     }
@@ -256,11 +245,13 @@ def _near_duplicates(signed, exact_drops: Mapping[int, str], threshold: float) -
     survivors = signed.map_batches(
         _rows_with, fn_args=("order", _orders([*exact_drops, *drops]), ["order", "id"], True), batch_format="numpy"
     )
+    shared_ids = _members_of_shared(survivors, "id", ["id", "order"])
     seen_ids: set[str] = set()
-    for row in sorted(_members_of_shared(survivors, "id", ["id", "order"]), key=lambda row: row["order"]):
-        if row["id"] in seen_ids:
-            drops[int(row["order"])] = ("duplicate_id", dedupe.duplicate_id_detail(row["id"]))
-        seen_ids.add(row["id"])
+    for index in np.argsort(shared_ids["order"], kind="stable"):
+        record_id = shared_ids["id"][index]
+        if record_id in seen_ids:
+            drops[int(shared_ids["order"][index])] = ("duplicate_id", dedupe.duplicate_id_detail(record_id))
+        seen_ids.add(record_id)
     return drops
 
 
@@ -283,17 +274,24 @@ def _rows_with(
     return {name: batch[name][mask] for name in columns}
 
 
-def _members_of_shared(dataset, column: str, columns: list[str]) -> list[dict[str, Any]]:
-    """Rows whose `column` value occurs more than once: a shuffle by that column counts each value, and only
-    the shared values' rows come back to the driver."""
+def _members_of_shared(dataset, column: str, columns: list[str]) -> dict[str, np.ndarray]:
+    """Rows whose `column` value occurs more than once, as arrays: a shuffle by that column counts each value, and
+    only the shared values' rows come back to the driver."""
     from ray.data.aggregate import Count
 
     counts = dataset.select_columns([column]).groupby(column).aggregate(Count(alias_name="members"))
-    shared = [row[column] for row in counts.filter(expr="members > 1").take_all()]
-    if not shared:
-        return []
-    values = np.array(shared, dtype=object if isinstance(shared[0], str) else np.int64)
-    return dataset.map_batches(_rows_with, fn_args=(column, values, columns), batch_format="numpy").take_all()
+    shared = _collect(counts.filter(expr="members > 1"), [column])[column]
+    if not len(shared):
+        return {name: np.array([], dtype=np.int64) for name in columns}
+    return _collect(dataset.map_batches(_rows_with, fn_args=(column, shared, columns), batch_format="numpy"), columns)
+
+
+def _collect(dataset, columns: list[str]) -> dict[str, np.ndarray]:
+    """A (small) dataset's columns as numpy arrays on the driver: arrays, not a Python dict per row."""
+    parts = list(dataset.iter_batches(batch_format="numpy", batch_size=None))
+    if not parts:
+        return {name: np.array([], dtype=np.int64) for name in columns}
+    return {name: np.concatenate([part[name] for part in parts]) for name in columns}
 
 
 def _mark(batch: dict[str, np.ndarray], verdicts: Mapping[int, tuple[str, str, str]]) -> dict[str, list]:
