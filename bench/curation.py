@@ -313,9 +313,12 @@ SAMPLE_SECONDS = 0.2
 
 @dataclass
 class Memory:
-    """Peak RSS in bytes: the executor's own process (the Ray driver), each Ray worker, Ray's own services."""
+    """Peak RSS in bytes: the executor's own process (the Ray driver), each Ray worker, Ray's own services. RSS
+    counts the pages of Ray's shared object store a process has mapped; `driver_uss` (pages only the driver holds)
+    says what the driver itself keeps."""
 
     driver: int = 0
+    driver_uss: int = 0
     workers: dict[int, int] = field(default_factory=dict)
     services: dict[str, int] = field(default_factory=dict)
     total: int = 0
@@ -374,11 +377,13 @@ def run_executor(corpus: Corpus, executor: str, out: Path, minhash: str) -> tupl
         for process in [driver, *_descendants(driver)]:
             try:
                 rss, line = process.memory_info().rss, " ".join(process.cmdline())
+                uss = process.memory_full_info().uss if process.pid == driver.pid else 0
             except psutil.Error:
                 continue
             sample += rss
             if process.pid == driver.pid:
                 memory.driver = max(memory.driver, rss)
+                memory.driver_uss = max(memory.driver_uss, uss)
             elif line.startswith("ray::"):
                 memory.workers[process.pid] = max(memory.workers.get(process.pid, 0), rss)
             else:
@@ -422,13 +427,14 @@ def scaling_rows(size_mb: float, corpus: Corpus, runs: dict[str, tuple[ToolRun, 
         services = sum(memory.services.values())
         rows.append(f"| {size_mb:g} ({corpus.bytes / 1e6:.1f} MB, {corpus.docs:,} docs) | {executor} | {run.seconds:.1f} "
                     f"| {run.breakdown.get('startup', 0.0):.1f} | {corpus.bytes / 1e6 / run.seconds:.2f} "
-                    f"| {run.seconds / (corpus.bytes / 1e9):,.0f} | {memory.driver / mib:,.0f} | {worker_cell} "
+                    f"| {run.seconds / (corpus.bytes / 1e9):,.0f} | {memory.driver / mib:,.0f} / {memory.driver_uss / mib:,.0f} "
+                    f"| {worker_cell} "
                     f"| {services / mib:,.0f} | {memory.total / mib:,.0f} | {identical} | {run.load_before:.1f} |")
     return rows
 
 
 SCALING_HEADER = [
-    "| corpus | executor | wall s | of which Ray start s | MB/s | s per GB | driver peak RSS MiB "
+    "| corpus | executor | wall s | of which Ray start s | MB/s | s per GB | driver peak RSS / USS MiB "
     "| Ray workers: count, peak RSS MiB each (min-max) | Ray services (raylet, GCS, ...) peak RSS MiB "
     "| all processes, peak RSS MiB | output identical to the other executor | load avg before |",
     "|---|---|---|---|---|---|---|---|---|---|---|---|",
