@@ -337,11 +337,9 @@ def _write(store: Store, marked, outputs: Outputs, verdicts: Mapping[int, tuple[
             FuzzyDedupe.name: dedupe.drop_counters(after_shard_stages - len(exact), fuzzy),
         }
     )
-    unreadable = per_stage[READ_STAGE]
     stats = {
-        "read": after_shard_stages
-        + sum(n for stage, n in per_stage.items() if stage not in (ExactDedupe.name, FuzzyDedupe.name)),
-        "unreadable": unreadable,
+        "read": curated + sum(per_stage.values()),
+        "unreadable": per_stage[READ_STAGE],
         "curated": curated,
         "quarantined": sum(per_stage.values()),
         "stages": pipeline.merge_counters(counters),
