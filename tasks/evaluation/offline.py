@@ -18,7 +18,7 @@ import json
 import math
 import tempfile
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -214,10 +214,16 @@ def run(settings: dict[str, Any], endpoint: Any, repository: Path, served_name: 
         candidate_uri: str | None = None, data_ref: str = "main") -> dict[str, Any]:
     """The offline evaluation of what `served_name` serves against the candidate: `candidate_uri`
     (models:/<name>/<version or alias>), else the registry's `candidate` alias of the served registered model when
-    it points elsewhere. Nothing served, or no curated corpus: a `skipped` reason, never an error."""
+    it points elsewhere. Nothing served, or no curated corpus: a `skipped` reason, never an error; no candidate to
+    compare: the serving model's figures and, under `candidate`, why there is none."""
     from tasks.common import registry
     from tasks.common.versioned_data import VersionedDataError
+    from tasks.serving.build import parse_model_uri
 
+    try:
+        name, version = parse_model_uri(candidate_uri) if candidate_uri else (None, registry.CANDIDATE)
+    except ValueError as error:
+        raise OfflineEvalError(f"candidate {error}") from error
     serving = serving_checkpoint(repository, served_name)
     if serving is None:
         return {"skipped": f"no version of {served_name} is served from {repository}"}
@@ -225,16 +231,16 @@ def run(settings: dict[str, Any], endpoint: Any, repository: Path, served_name: 
         commit, texts = held_out_texts(endpoint, settings["data_repo"], data_ref, settings["max_documents"])
     except VersionedDataError as error:
         return {"skipped": f"no curated corpus to evaluate on: {error}"}
-    name, version = (candidate_uri.removeprefix("models:/").split("/", 1) if candidate_uri
-                     else (serving[0].split("/")[0], registry.CANDIDATE))
+    name = name or serving[0].split("/")[0]
     figures: dict[str, Any] = {"data": {"repo": settings["data_repo"], "commit": commit, "documents": len(texts)}}
-    if tracking_uri is None:
-        return figures | evaluate_models(settings, texts, serving, None) | {"candidate": "no MLflow tracking URI"}
-    try:
-        with registered_checkpoint(tracking_uri, name, version) as candidate:
-            if candidate[0] == serving[0]:
-                return figures | evaluate_models(settings, texts, serving, None) | {
-                    "candidate": f"models:/{name}/{version} is the serving version"}
-            return figures | evaluate_models(settings, texts, serving, candidate)
-    except LookupError as error:
-        return figures | evaluate_models(settings, texts, serving, None) | {"candidate": str(error)}
+    with ExitStack() as downloads:
+        candidate, why_none = None, "no MLflow tracking URI"
+        if tracking_uri is not None:
+            try:
+                candidate, why_none = downloads.enter_context(registered_checkpoint(tracking_uri, name, version)), None
+            except LookupError as error:
+                why_none = str(error)
+        if candidate is not None and candidate[0] == serving[0]:
+            candidate, why_none = None, f"models:/{name}/{version} is the serving version"
+        return figures | evaluate_models(settings, texts, serving, candidate) | (
+            {"candidate": why_none} if why_none else {})

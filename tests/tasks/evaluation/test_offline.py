@@ -154,3 +154,8 @@ def register(uri: str, checkpoint: Path, artifacts: Path) -> registry.ModelVersi
         client.create_experiment("offline", artifact_location=artifacts.as_uri()))
     run = client.create_run(experiment.experiment_id)
     return registry.register(uri, "tiny", run.info.run_id, checkpoint, "model", {})
+
+
+def test_a_malformed_candidate_uri_is_refused_before_anything_is_read(settings, tmp_path):
+    with pytest.raises(offline.OfflineEvalError, match="candidate 'tiny/2': expected models:/<name>/<version or alias>"):
+        offline.run(settings, None, tmp_path, "llm", None, candidate_uri="tiny/2")
