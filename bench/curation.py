@@ -50,11 +50,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasketch import MinHashLSH  # noqa: E402
 
 from tasks.curation import ray_executor  # noqa: E402
+from tasks.curation.dedupe import shingles  # noqa: E402
 from tasks.curation.pipeline import global_stages, load_config, run_stages, shard_stages  # noqa: E402
 from tasks.curation.records import make_record, read_jsonl, to_jsonl  # noqa: E402
 from tasks.curation.sample_corpus import stdlib_docs  # noqa: E402
 from tasks.curation.stage import Stage  # noqa: E402
-from tasks.curation.stages.fuzzy_dedupe import FuzzyDedupe, shingles  # noqa: E402
+from tasks.curation.stages.fuzzy_dedupe import FuzzyDedupe  # noqa: E402
 from tasks.curation.stages.quality import Quality  # noqa: E402
 from tasks.curation.streams import FolderStore  # noqa: E402
 

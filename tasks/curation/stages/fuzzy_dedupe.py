@@ -16,7 +16,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from tasks.curation import dedupe
-from tasks.curation.dedupe import shingles  # noqa: F401 - the stage's tokenisation, re-exported for its callers
 from tasks.curation.records import Record
 from tasks.curation.stage import ConfigError, Drop, Stage
 
@@ -63,7 +62,7 @@ class FuzzyDedupe(Stage[FuzzyDedupeConfig]):
     def process(self, batch: list[Record]) -> list[Record]:
         orders = range(self.next_order, self.next_order + len(batch))
         self.next_order += len(batch)
-        signatures = {order: self.hasher.signature(record["text"]) for order, record in zip(orders, batch, strict=False)}
+        signatures = {order: self.hasher.signature(record["text"]) for order, record in zip(orders, batch, strict=True)}
         band_keys = {order: self.hasher.band_keys(signature) for order, signature in signatures.items()}
         new_buckets: dict[int, list[int]] = defaultdict(list)
         for order, keys in band_keys.items():
@@ -73,9 +72,9 @@ class FuzzyDedupe(Stage[FuzzyDedupeConfig]):
                  for pair in dedupe.bucket_pairs(self.buckets.get(key, []) + members)]
         known = {**{order: signature for order, (_, signature) in self.kept.items()}, **signatures}
         survivor_of = dedupe.survivors(dedupe.confirmed(pairs, known, self.config.threshold))
-        ids = {order: record["id"] for order, record in zip(orders, batch, strict=False)}
+        ids = {order: record["id"] for order, record in zip(orders, batch, strict=True)}
         outcomes: list[Record | Drop] = []
-        for order, record in zip(orders, batch, strict=False):
+        for order, record in zip(orders, batch, strict=True):
             survivor = survivor_of.get(order)
             if survivor is not None:
                 survivor_id = self.kept[survivor][0] if survivor in self.kept else ids[survivor]

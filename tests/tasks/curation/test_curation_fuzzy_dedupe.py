@@ -4,7 +4,8 @@ import pytest
 from curation_harness import run_stage
 
 from tasks.curation import dedupe
-from tasks.curation.stages.fuzzy_dedupe import FuzzyDedupe, FuzzyDedupeConfig, shingles
+from tasks.curation.dedupe import shingles
+from tasks.curation.stages.fuzzy_dedupe import FuzzyDedupe, FuzzyDedupeConfig
 
 WORDS = [f"word{index}" for index in range(200)]
 BASE = " ".join(WORDS)
